@@ -1,0 +1,152 @@
+"""The ``cellbox`` command. Exit status: 0 ran cleanly, 1 the code raised (or timed out, or ran out of
+memory), 2 usage error, 3 this host cannot provide the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cellbox import __version__
+from cellbox.config import Settings
+from cellbox.errors import CellboxError, InvalidInput, SandboxUnavailable
+from cellbox.sandbox.engine import Engine
+from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
+from cellbox.sandbox.workspace import safe_filename
+
+EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cellbox", description="Self-hosted, OpenAI-compatible Code Interpreter.")
+    parser.add_argument("--version", action="version", version=f"cellbox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a Python file in a fresh container and print its output",
+                              description="Run a Python file (or - for stdin) in a fresh, isolated container.")
+    run.add_argument("script", help="Python file to run, or - to read the code from standard input")
+    run.add_argument("--file", action="append", default=[], metavar="PATH",
+                     help="copy a file into /mnt/data before running (repeatable)")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="interrupt the code after this many seconds (default 60)")
+    run.add_argument("--memory", default=None, metavar="SIZE", help="memory limit: 1g (default), 4g, 16g, 64g")
+    run.add_argument("--json", action="store_true", help="print one JSON document with every output item")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="copy files the code created or changed in /mnt/data to DIR")
+    return parser
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"cellbox: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def _read_code(script: str) -> str:
+    if script == "-":
+        return sys.stdin.read()
+    try:
+        return Path(script).read_text()
+    except OSError as exc:
+        _usage_error(f"cannot read {script}: {exc.strerror}")
+    except UnicodeDecodeError:
+        _usage_error(f"{script} is not a UTF-8 text file")
+
+
+def _read_inputs(paths: list[str]) -> dict[str, bytes]:
+    inputs: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            inputs[safe_filename(Path(path).name)] = Path(path).read_bytes()
+        except OSError as exc:
+            _usage_error(f"cannot read --file {path}: {exc.strerror}")
+    return inputs
+
+
+def _print_live(event: Any) -> None:
+    if isinstance(event, Stream):
+        stream = sys.stdout if event.name == "stdout" else sys.stderr
+        stream.write(event.text)
+        stream.flush()
+    elif isinstance(event, Display | Result):
+        if "text/plain" in event.data and not (isinstance(event, Display) and "image/png" in event.data):
+            print(event.data["text/plain"], flush=True)
+        elif "image/png" in event.data:
+            size = len(base64.b64decode(event.data["image/png"]))
+            print(f"[image/png, {size} bytes]", flush=True)
+    elif isinstance(event, Error):
+        print(event.text, file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace, code: str, inputs: dict[str, bytes]) -> int:
+    with tempfile.TemporaryDirectory(prefix="cellbox-run-") as data_dir:
+        settings = Settings(data_dir=Path(data_dir))
+        async with Engine(settings) as engine:
+            box = await engine.create(memory=args.memory)
+            for name, data in inputs.items():
+                box.upload(name, data)
+            result = await _execute(box, code, args.timeout, live=not args.json)
+            if args.out is not None:
+                _copy_out(box, result, args.out)
+            if args.json:
+                document = {"isolation": engine.isolation(), **result.to_dict()}
+                print(json.dumps(document, indent=2))
+            else:
+                _report_files(result, args.out)
+    return EXIT_OK if result.ok else EXIT_RAISED
+
+
+async def _execute(box: Any, code: str, timeout: float | None, live: bool) -> ExecutionResult:
+    outputs = []
+    async for event in box.execute(code, timeout):
+        if isinstance(event, Finished):
+            if live and event.message:
+                print(event.message, file=sys.stderr)
+            return ExecutionResult(outputs, event.status, event.execution_count, event.files,
+                                   event.restarted, event.message)
+        outputs.append(event)
+        if live:
+            _print_live(event)
+    raise CellboxError("execution ended without a result")
+
+
+def _copy_out(box: Any, result: ExecutionResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for changed in result.files:
+        relative = changed.path.removeprefix("/mnt/data/")
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with box.open(changed.path) as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink)
+
+
+def _report_files(result: ExecutionResult, out: Path | None) -> None:
+    for changed in result.files:
+        where = f" -> {out / changed.path.removeprefix('/mnt/data/')}" if out else ""
+        print(f"[file] {changed.path} ({changed.bytes} bytes){where}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.timeout is not None and args.timeout <= 0:
+        _usage_error("--timeout must be a positive number of seconds")
+    code = _read_code(args.script)
+    inputs = _read_inputs(args.file)
+    try:
+        status = asyncio.run(_run(args, code, inputs))
+    except SandboxUnavailable as exc:
+        print(f"cellbox: cannot start the sandbox: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    except InvalidInput as exc:
+        _usage_error(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Every knob Cellbox has, with its default and help, read once from CELLBOX_* variables and passed down."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cellbox.errors import InvalidInput
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+DEFAULT_PRELOAD = ["numpy", "pandas", "matplotlib", "matplotlib.pyplot", "PIL.Image"]
+
+
+def parse_size(text: str | int, what: str = "size") -> int:
+    """'1g' -> 1073741824; plain integers are bytes."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise InvalidInput(f"invalid {what} {text!r}: use a number with an optional k/m/g/t suffix, e.g. '1g'")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CELLBOX_", extra="ignore")
+
+    data_dir: Path = Field(Path.home() / ".local/share/cellbox", description="Where workspaces and state live.")
+    memory_limit: str = Field("1g", description="Default memory limit per container (1g, 4g, 16g, 64g).")
+    timeout: float = Field(60.0, gt=0, description="Default per-execution timeout in seconds.")
+    interrupt_grace: float = Field(3.0, gt=0, description="Seconds an interrupted execution gets to stop.")
+    output_limit: int = Field(1 << 20, gt=0, description="Bytes of stdout+stderr kept per execution.")
+    disk_quota: str = Field("2g", description="Workspace size limit per container.")
+    pids_limit: int = Field(256, gt=8, description="Processes and threads per container.")
+    cpus: float = Field(1.0, gt=0, description="CPU cores' worth of time per container.")
+    open_files: int = Field(1024, gt=16, description="Open-files limit inside containers.")
+    tmp_size: str = Field("512m", description="Size of each container's private /tmp (counts as memory).")
+    sandbox_uid: int = Field(100000, gt=0, description="Host uid that container code runs as.")
+    sandbox_gid: int = Field(100000, gt=0, description="Host gid that container code runs as.")
+    sandbox_cgroups: Literal["on", "off"] = Field(
+        "on", description="'off' runs containers without memory/pids/cpu limits: weaker, reported as such."
+    )
+    sandbox_python: Path = Field(Path(sys.executable), description="Python that runs inside containers.")
+    preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
+                               description="Modules imported once in the warm template.")
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memory_limit, "memory limit")
+
+    @property
+    def disk_quota_bytes(self) -> int:
+        return parse_size(self.disk_quota, "disk quota")
+
+    @property
+    def tmp_bytes(self) -> int:
+        return parse_size(self.tmp_size, "tmp size")

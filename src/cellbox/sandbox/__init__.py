@@ -1,0 +1,1 @@
+"""Host side of the sandbox: isolate, launch and talk to containers."""

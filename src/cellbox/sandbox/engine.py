@@ -1,0 +1,191 @@
+"""The engine: checks the host can isolate, owns the warm template and every container.
+
+    async with Engine(settings) as engine:
+        box = await engine.create(memory="1g")
+        box.upload("data.csv", b"a,b\\n1,2\\n")
+        result = await box.run("import pandas as pd; pd.read_csv('data.csv')")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cellbox.config import Settings, parse_size
+from cellbox.errors import InvalidInput, NotFound, SandboxFailure, SandboxUnavailable
+from cellbox.ids import container_id
+from cellbox.runtime.executor import sandbox_environment
+from cellbox.sandbox.cgroups import Cgroups, Limits
+from cellbox.sandbox.launcher import Zygote
+from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
+from cellbox.sandbox.seccomp import build_filter
+from cellbox.sandbox.workspace import Workspace
+
+SYSTEM_READ_ONLY = ("/usr", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/ssl",
+                    "/etc/fonts", "/etc/mime.types")
+SHM_SIZE = 64 << 20
+NAMESPACES = ["mount", "pid", "network", "ipc", "uts", "cgroup", "user"]
+
+
+def _read_only_paths(python: Path) -> list[str]:
+    """System directories plus the sandbox Python's installation, without nesting."""
+    prefixes = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix),
+                os.path.realpath(python.parent.parent)}
+    paths: list[str] = []
+    for path in sorted({*SYSTEM_READ_ONLY, *prefixes}):
+        if os.path.exists(path) and not any(path.startswith(p + "/") for p in paths):
+            paths.append(path)
+    return paths
+
+
+class Engine:
+    """Creates, finds and destroys containers. Use as an async context manager."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._data_dir = self.settings.data_dir.resolve()
+        self._state_dir = self._data_dir / "state"
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._cgroups: Cgroups | None = None
+        self._zygote: Zygote | None = None
+        self._read_only: list[str] = []
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- start and stop ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check isolation is possible, then start the warm template; raises SandboxUnavailable."""
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "Cellbox's sandbox must start as root: it creates mount, pid, network, ipc and uts namespaces "
+                "and cgroups for every container, then drops each one to an unprivileged uid with no "
+                "capabilities. Run it as root (for example in a VM or a privileged container)."
+            )
+        for directory in (self._data_dir, self._state_dir, self._state_dir / "rootfs", self.workspaces_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.settings.sandbox_cgroups == "on":
+            self._cgroups = Cgroups.detect()
+            self._cgroups.prepare()
+        self._read_only = _read_only_paths(self.settings.sandbox_python)
+        self._zygote = Zygote(self.settings.sandbox_python, self._state_dir, self.settings.preload,
+                              build_filter())
+        try:
+            await self._zygote.start()
+            await self._self_test()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _self_test(self) -> None:
+        try:
+            probe = await self.create()
+        except SandboxFailure as exc:
+            raise SandboxUnavailable(f"this host cannot start an isolated container: {exc}") from exc
+        await self.destroy(probe.id)
+
+    async def aclose(self) -> None:
+        """Destroy every container (workspaces included) and stop the template."""
+        await asyncio.gather(*(box.close() for box in list(self._sandboxes.values())), return_exceptions=True)
+        self._sandboxes.clear()
+        if self._zygote is not None:
+            await self._zygote.aclose()
+            self._zygote = None
+        if self._cgroups is not None:
+            await asyncio.to_thread(self._cgroups.close)
+            self._cgroups = None
+
+    # --- containers ----------------------------------------------------------------------------
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self._data_dir / "workspaces"
+
+    def isolation(self) -> dict[str, Any]:
+        """Which isolation layers are active, for /health and `cellbox run --json`."""
+        cgroups = self._cgroups.version if self._cgroups else "off (weaker: no memory, pids or cpu limits)"
+        return {
+            "mode": "strict" if self._cgroups else "degraded",
+            "namespaces": NAMESPACES,
+            "seccomp": True,
+            "no_new_privs": True,
+            "capabilities": "none",
+            "network": "loopback only (own namespace)",
+            "cgroups": cgroups,
+            "uid": self.settings.sandbox_uid,
+        }
+
+    async def create(self, memory: str | int | None = None, sandbox_id: str | None = None,
+                     timeout: float | None = None) -> Sandbox:
+        """Start a container with an empty workspace (or the existing one of ``sandbox_id``)."""
+        if self._zygote is None:
+            raise SandboxFailure("the engine is not started")
+        memory_bytes = parse_size(memory, "memory limit") if memory is not None else self.settings.memory_bytes
+        if memory_bytes < 64 << 20:
+            raise InvalidInput("memory limit must be at least 64m", "memory_limit")
+        sandbox_id = sandbox_id or container_id()
+        if sandbox_id in self._sandboxes:
+            raise InvalidInput(f"container {sandbox_id} already exists", "id")
+        workspace = Workspace(self.workspaces_dir / sandbox_id, self.settings.sandbox_uid,
+                              self.settings.sandbox_gid, self.settings.disk_quota_bytes)
+        await asyncio.to_thread(workspace.create)
+        group = None
+        if self._cgroups is not None:
+            limits = Limits(memory_bytes, self.settings.pids_limit, self.settings.cpus)
+            group = await asyncio.to_thread(self._cgroups.create, sandbox_id, limits)
+        box = Sandbox(sandbox_id, workspace, group,
+                      SandboxLimits(memory_bytes, timeout or self.settings.timeout, self.settings.interrupt_grace,
+                                    self.settings.output_limit),
+                      spawner=lambda: self._spawn(workspace, group.procs_files if group else []))
+        try:
+            await box.start()
+        except BaseException:
+            await box.close()
+            raise
+        self._sandboxes[sandbox_id] = box
+        return box
+
+    async def _spawn(self, workspace: Workspace, procs_files: list[str]) -> Any:
+        assert self._zygote is not None
+        python_bin = str(self.settings.sandbox_python.parent)
+        spec = {
+            "root": str(self._state_dir / "rootfs"),
+            "workspace": str(workspace.root),
+            "ro_binds": self._read_only,
+            "hostname": "sandbox",
+            "uid": self.settings.sandbox_uid,
+            "gid": self.settings.sandbox_gid,
+            "tmp_size": self.settings.tmp_bytes,
+            "shm_size": SHM_SIZE,
+            "rlimits": {"NOFILE": self.settings.open_files, "FSIZE": self.settings.disk_quota_bytes, "CORE": 0},
+            "cgroup_procs": procs_files,
+            "env": sandbox_environment("/tmp", f"{python_bin}:/usr/local/bin:/usr/bin:/bin"),
+        }
+        return await self._zygote.spawn(spec)
+
+    def get(self, sandbox_id: str) -> Sandbox:
+        try:
+            return self._sandboxes[sandbox_id]
+        except KeyError:
+            raise NotFound(f"no such container: {sandbox_id}") from None
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sandboxes.values()))
+
+    async def destroy(self, sandbox_id: str, keep_workspace: bool = False) -> None:
+        box = self._sandboxes.pop(sandbox_id, None)
+        if box is None:
+            raise NotFound(f"no such container: {sandbox_id}")
+        with contextlib.suppress(Exception):
+            await box.close(keep_workspace=keep_workspace)

@@ -1,0 +1,130 @@
+"""Host side of the forkserver: start it with a clean environment, ask it for containers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from cellbox.errors import SandboxFailure, SandboxUnavailable
+
+STARTUP_TIMEOUT = 180.0
+MAX_CONTROL_MESSAGE = 1 << 20
+
+
+class Zygote:
+    """The warm template process. Spawns are serialised; each takes a few milliseconds."""
+
+    def __init__(self, python: Path, state_dir: Path, preload: list[str], seccomp: bytes) -> None:
+        self._python = python
+        self._state_dir = state_dir
+        self._preload = preload
+        self._seccomp = seccomp
+        self._process: asyncio.subprocess.Process | None = None
+        self._ctrl: socket.socket | None = None
+        self._lock = asyncio.Lock()
+        self._next_id = 0
+        self.failed_preloads: list[str] = []
+
+    def _environment(self) -> dict[str, str]:
+        """Nothing from the server's environment (keys, tokens) may reach the template."""
+        cache = self._state_dir / "cache"
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(cache),
+            "IPYTHONDIR": str(cache / "ipython"),
+            "MPLCONFIGDIR": str(cache / "matplotlib"),
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+        }
+
+    async def start(self) -> None:
+        (self._state_dir / "cache").mkdir(parents=True, exist_ok=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                str(self._python), "-m", "cellbox.sandbox.zygote", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),), env=self._environment(), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._ctrl = ours
+        config = {"seccomp": base64.b64encode(self._seccomp).decode(), "preload": self._preload}
+        ours.send(json.dumps(config).encode())
+        try:
+            reply = await asyncio.wait_for(self._receive(), STARTUP_TIMEOUT)
+        except (TimeoutError, SandboxFailure) as exc:
+            await self.aclose()
+            raise SandboxUnavailable(f"the sandbox template did not start: {exc}") from exc
+        self.failed_preloads = reply.get("failed_preloads", [])
+
+    async def _receive(self) -> dict[str, Any]:
+        assert self._ctrl is not None
+        data = await asyncio.get_running_loop().sock_recv(self._ctrl, MAX_CONTROL_MESSAGE)
+        if not data:
+            raise SandboxFailure("the sandbox template exited")
+        message: dict[str, Any] = json.loads(data)
+        return message
+
+    async def _send_with_fd(self, payload: bytes, fd: int) -> None:
+        assert self._ctrl is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                socket.send_fds(self._ctrl, [payload], [fd])
+                return
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_writer(self._ctrl, ready.set_result, None)
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(self._ctrl)
+
+    async def spawn(self, spec: dict[str, Any]) -> tuple[int, socket.socket]:
+        """Start a container; return the host pid of its init and the host end of its channel."""
+        if self._ctrl is None:
+            raise SandboxFailure("the sandbox template is not running")
+        host_end, sandbox_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            async with self._lock:
+                self._next_id += 1
+                request = {"type": "spawn", "id": self._next_id, "spec": spec}
+                await self._send_with_fd(json.dumps(request).encode(), sandbox_end.fileno())
+                sandbox_end.close()
+                reply = await self._receive()
+        except BaseException:
+            host_end.close()
+            sandbox_end.close()
+            raise
+        if reply.get("type") != "spawned":
+            host_end.close()
+            raise SandboxFailure(f"could not start a container: {reply.get('message')}")
+        return int(reply["pid"]), host_end
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def aclose(self) -> None:
+        if self._ctrl is not None:
+            self._ctrl.close()
+            self._ctrl = None
+        if self._process is not None and self._process.returncode is None:
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._process.pid, 9)
+                await self._process.wait()

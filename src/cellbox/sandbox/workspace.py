@@ -1,0 +1,176 @@
+"""A container's /mnt/data as seen from the host: safe reads and writes, and what changed.
+
+Code inside the sandbox owns this directory and may plant symlinks, FIFOs or hard links in it. Every
+host-side access walks the path one component at a time with O_NOFOLLOW under a directory descriptor,
+so nothing here ever follows a link out of the workspace or blocks on a FIFO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from cellbox.errors import InvalidInput, NotFound
+from cellbox.sandbox.events import ChangedFile
+
+MOUNT_POINT = "/mnt/data"
+MAX_SCAN_ENTRIES = 100_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class FileState:
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+Snapshot = dict[str, FileState]
+
+
+def relative_path(path: str) -> PurePosixPath:
+    """'/mnt/data/a/b.csv', 'a/b.csv' -> 'a/b.csv'; anything that could leave the workspace is refused."""
+    if not path or "\x00" in path:
+        raise InvalidInput("file path is empty or contains a NUL byte", "path")
+    if path == MOUNT_POINT or path.startswith(MOUNT_POINT + "/"):
+        path = path[len(MOUNT_POINT):]
+    parts = [p for p in PurePosixPath(path).parts if p not in ("/", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise InvalidInput(f"file path {path!r} must name a file inside {MOUNT_POINT}", "path")
+    return PurePosixPath(*parts)
+
+
+def sandbox_path(relative: PurePosixPath | str) -> str:
+    return f"{MOUNT_POINT}/{relative}"
+
+
+def safe_filename(name: str) -> str:
+    """An uploaded file's name reduced to a harmless basename."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable() and ch not in '<>:"|?*').strip().lstrip(".")
+    return base[:200] or "upload"
+
+
+class Workspace:
+    """The host directory bind-mounted at /mnt/data in one container."""
+
+    def __init__(self, root: Path, uid: int, gid: int, quota_bytes: int) -> None:
+        self.root = root
+        self.uid = uid
+        self.gid = gid
+        self.quota_bytes = quota_bytes
+
+    def create(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chown(self.root, self.uid, self.gid)
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- safe access ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _parent_fd(self, relative: PurePosixPath, create: bool = False) -> Iterator[int]:
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for part in relative.parts[:-1]:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                        os.chown(part, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except (FileNotFoundError, NotADirectoryError, OSError) as exc:
+                    raise NotFound(f"no such file: {sandbox_path(relative)}") from exc
+                os.close(fd)
+                fd = next_fd
+            yield fd
+        finally:
+            os.close(fd)
+
+    def read(self, path: str) -> bytes:
+        with self.open(path) as f:
+            return f.read()
+
+    def open(self, path: str) -> BinaryIO:
+        """Open a regular file for reading; links, FIFOs and devices are refused as not found."""
+        relative = relative_path(path)
+        with self._parent_fd(relative) as parent:
+            try:
+                fd = os.open(relative.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=parent)
+            except OSError as exc:
+                raise NotFound(f"no such file: {sandbox_path(relative)}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise NotFound(f"no such file: {sandbox_path(relative)} (not a regular file)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def write(self, path: str, data: bytes) -> ChangedFile:
+        """Atomically create or replace a file (a planted symlink is replaced, never followed)."""
+        relative = relative_path(path)
+        if len(data) + self.usage() > self.quota_bytes:
+            raise InvalidInput(f"writing {relative.name} would exceed the workspace quota", "file")
+        with self._parent_fd(relative, create=True) as parent:
+            temp = f".{relative.name}.{os.getpid()}.{id(data):x}.tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chown(temp, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
+                os.rename(temp, relative.name, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=parent)
+                raise
+        return ChangedFile(sandbox_path(relative), len(data))
+
+    def delete(self, path: str) -> None:
+        relative = relative_path(path)
+        with self._parent_fd(relative) as parent:
+            try:
+                os.unlink(relative.name, dir_fd=parent)
+            except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+                raise NotFound(f"no such file: {sandbox_path(relative)}") from exc
+
+    # --- what is there, what changed -----------------------------------------------------------
+
+    def scan(self) -> Snapshot:
+        """Regular files under the workspace (symlinks are not followed), keyed by relative path."""
+        found: Snapshot = {}
+        stack = [("", str(self.root))]
+        while stack and len(found) < MAX_SCAN_ENTRIES:
+            prefix, directory = stack.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                name = prefix + entry.name
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append((name + "/", entry.path))
+                elif stat.S_ISREG(info.st_mode):
+                    found[name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
+        return found
+
+    @staticmethod
+    def changes(before: Snapshot, after: Snapshot) -> list[ChangedFile]:
+        return [ChangedFile(sandbox_path(name), state.size) for name, state in sorted(after.items())
+                if before.get(name) != state]
+
+    def usage(self) -> int:
+        return sum(state.size for state in self.scan().values())

@@ -1,0 +1,175 @@
+"""The forkserver: imports the data stack and builds an IPython shell once, then forks a container per request.
+
+Started by the host with a clean environment (it must never hold secrets: every container is a copy of
+it). Each spawn makes three processes:
+
+    monitor (host side, in the container's cgroups)  - waits for the container, dies with the zygote
+      └─ init   (pid 1 of new pid/mount/net/ipc/uts/cgroup namespaces) - builds the root, drops privileges,
+           │                                              forwards SIGINT, reaps orphans
+           └─ kernel (pid 2) - the stateful IPython session, serving its channel
+
+Control messages are JSON over a SOCK_SEQPACKET socketpair; a spawn request carries the container's
+channel socket as SCM_RIGHTS.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from cellbox.runtime.executor import Executor, build_shell
+from cellbox.runtime.main import serve
+from cellbox.runtime.protocol import FATAL, encode
+from cellbox.sandbox import confine
+
+MAX_CONTROL_MESSAGE = 1 << 20
+
+
+def _send(ctrl: socket.socket, message: dict[str, Any]) -> None:
+    ctrl.send(json.dumps(message).encode())
+
+
+def _fail_channel(channel_fd: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(channel_fd, encode({"type": FATAL, "id": None, "message": message}))
+
+
+def _kernel(channel_fd: int, spec: dict[str, Any], executor: Executor) -> None:
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()  # forked children would otherwise share the zygote's random state
+    serve(socket.socket(fileno=channel_fd), executor)
+
+
+def _container_init(channel_fd: int, spec: dict[str, Any], seccomp: bytes, executor: Executor) -> None:
+    """Runs as pid 1 of the new namespaces; never returns."""
+    try:
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        confine.close_fds_except({channel_fd})
+        confine.build_root(spec)
+        socket.sethostname(spec["hostname"])
+        confine.loopback_up()
+        os.chdir("/mnt/data")
+        confine.set_rlimits(spec["rlimits"])
+        confine.become_unprivileged(spec["uid"], spec["gid"])
+        confine.load_seccomp(seccomp)
+        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+        kernel = os.fork()
+    except BaseException as exc:
+        _fail_channel(channel_fd, f"sandbox setup failed: {exc}")
+        os._exit(1)
+    if kernel == 0:
+        try:
+            _kernel(channel_fd, spec, executor)
+        except BaseException:
+            _fail_channel(channel_fd, traceback.format_exc())
+        os._exit(0)
+    os.close(channel_fd)
+    _reap(kernel)
+
+
+def _reap(kernel: int) -> None:
+    """Forward interrupts to the session and reap every orphan until the session itself exits."""
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kernel, signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == kernel:
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _monitor(report_fd: int, channel_fd: int, spec: dict[str, Any], seccomp: bytes, executor: Executor) -> None:
+    """First child: joins the cgroups, creates the namespaces, reports the init's pid, waits; never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+        confine.close_fds_except({report_fd, channel_fd})
+        confine.join_cgroups(spec["cgroup_procs"])
+        confine.unshare(confine.CONTAINER_NAMESPACES)
+        init = os.fork()
+        if init == 0:
+            os.close(report_fd)
+            _container_init(channel_fd, spec, seccomp, executor)
+        os.write(report_fd, f"ok {init}".encode())
+    except BaseException as exc:
+        os.write(report_fd, f"error {exc}".encode())
+        os._exit(1)
+    confine.close_fds_except(set())
+    os.waitpid(init, 0)
+    os._exit(0)
+
+
+def spawn(spec: dict[str, Any], channel_fd: int, seccomp: bytes, executor: Executor) -> int:
+    """Fork a container; return the host pid of its init (pid 1 of its namespaces)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _monitor(write_end, channel_fd, spec, seccomp, executor)
+    os.close(write_end)
+    os.close(channel_fd)
+    with os.fdopen(read_end, "rb") as report:
+        status, _, detail = report.read().decode().partition(" ")
+    if status != "ok":
+        raise RuntimeError(detail or "container monitor exited without a report")
+    return int(detail)
+
+
+def preload(modules: list[str]) -> list[str]:
+    """Import what every container should start with; return the modules that failed."""
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
+
+
+def main() -> None:
+    ctrl = socket.socket(fileno=int(sys.argv[1]))
+    confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
+    config = json.loads(ctrl.recv(MAX_CONTROL_MESSAGE) or b"{}")
+    seccomp = base64.b64decode(config["seccomp"])
+    failed = preload(config.get("preload", []))
+    executor = Executor(build_shell())
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped automatically
+    gc.collect()
+    gc.freeze()  # keep the collector from dirtying shared pages in every child
+    _send(ctrl, {"type": "ready", "pid": os.getpid(), "failed_preloads": failed})
+    while True:
+        data, fds, _, _ = socket.recv_fds(ctrl, MAX_CONTROL_MESSAGE, 1)
+        if not data:
+            return
+        request = json.loads(data)
+        try:
+            if len(fds) != 1:
+                raise RuntimeError("spawn request without a channel descriptor")
+            pid = spawn(request["spec"], fds[0], seccomp, executor)
+            _send(ctrl, {"type": "spawned", "id": request["id"], "pid": pid})
+        except Exception as exc:
+            _send(ctrl, {"type": "error", "id": request["id"], "message": str(exc)})
+
+
+if __name__ == "__main__":
+    main()
