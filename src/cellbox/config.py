@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sandbox_cgroups: Literal["on", "off"] = Field(
         "on", description="'off' runs containers without memory/pids/cpu limits: weaker, reported as such."
     )
+    sandbox_disk_quota: Literal["on", "off"] = Field(
+        "on", description="'off' gives workspaces no size limit (no filesystem of their own): weaker."
+    )
     sandbox_python: Path = Field(Path(sys.executable), description="Python that runs inside containers.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")

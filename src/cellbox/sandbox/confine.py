@@ -144,22 +144,24 @@ def build_root(spec: dict[str, Any]) -> None:
     root = spec["root"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    # Filesystems of the container's own first, binds after: a bind below /tmp (a venv in /tmp) must land on
+    # top of the private /tmp, not be hidden by it.
+    os.makedirs(root + "/tmp")
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmp_size']},mode=1777")
+    _build_dev(root, spec["shm_size"])
+    os.makedirs(root + "/proc")
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _bind(spec["workspace"], root + "/mnt/data", MS_NOSUID | MS_NODEV)
     for path in spec["ro_binds"]:
         _bind(path, root + path, MS_RDONLY | MS_NOSUID | MS_NODEV)
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         if os.path.islink("/" + name):
             os.symlink(os.readlink("/" + name), f"{root}/{name}")
-    _build_dev(root, spec["shm_size"])
     os.makedirs(root + "/etc", exist_ok=True)
     _write(root + "/etc/passwd", _PASSWD)
     _write(root + "/etc/group", _GROUP)
     _write(root + "/etc/hostname", spec["hostname"] + "\n")
     _write(root + "/etc/hosts", f"127.0.0.1 localhost {spec['hostname']}\n::1 localhost\n")
-    os.makedirs(root + "/tmp")
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['tmp_size']},mode=1777")
-    _bind(spec["workspace"], root + "/mnt/data", MS_NOSUID | MS_NODEV)
-    os.makedirs(root + "/proc")
-    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(root)
     pivot_root(".", ".")
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")

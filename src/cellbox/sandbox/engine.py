@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from cellbox.sandbox.cgroups import Cgroups, Limits
 from cellbox.sandbox.launcher import Zygote
 from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
 from cellbox.sandbox.seccomp import build_filter
+from cellbox.sandbox.volumes import Volumes
 from cellbox.sandbox.workspace import Workspace
 
 SYSTEM_READ_ONLY = ("/usr", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/ssl",
@@ -53,6 +53,7 @@ class Engine:
         self._sandboxes: dict[str, Sandbox] = {}
         self._cgroups: Cgroups | None = None
         self._zygote: Zygote | None = None
+        self._volumes: Volumes | None = None
         self._read_only: list[str] = []
 
     async def __aenter__(self) -> Engine:
@@ -78,10 +79,15 @@ class Engine:
         if self.settings.sandbox_cgroups == "on":
             self._cgroups = Cgroups.detect()
             self._cgroups.prepare()
+        if self.settings.sandbox_disk_quota == "on":
+            self._volumes = Volumes(self.workspaces_dir, self.settings.disk_quota_bytes,
+                                    self.settings.sandbox_uid, self.settings.sandbox_gid)
         self._read_only = _read_only_paths(self.settings.sandbox_python)
         self._zygote = Zygote(self.settings.sandbox_python, self._state_dir, self.settings.preload,
                               build_filter())
         try:
+            if self._volumes is not None:
+                await self._volumes.start()
             await self._zygote.start()
             await self._self_test()
         except BaseException:
@@ -97,8 +103,11 @@ class Engine:
 
     async def aclose(self) -> None:
         """Destroy every container (workspaces included) and stop the template."""
-        await asyncio.gather(*(box.close() for box in list(self._sandboxes.values())), return_exceptions=True)
-        self._sandboxes.clear()
+        await asyncio.gather(*(self.destroy(box.id) for box in list(self._sandboxes.values())),
+                             return_exceptions=True)
+        if self._volumes is not None:
+            await self._volumes.aclose()
+            self._volumes = None
         if self._zygote is not None:
             await self._zygote.aclose()
             self._zygote = None
@@ -115,14 +124,17 @@ class Engine:
     def isolation(self) -> dict[str, Any]:
         """Which isolation layers are active, for /health and `cellbox run --json`."""
         cgroups = self._cgroups.version if self._cgroups else "off (weaker: no memory, pids or cpu limits)"
+        quota = (f"{self.settings.disk_quota} per workspace (a filesystem of its own)" if self._volumes
+                 else "off (weaker: workspaces can fill the host disk)")
         return {
-            "mode": "strict" if self._cgroups else "degraded",
+            "mode": "strict" if self._cgroups and self._volumes else "degraded",
             "namespaces": NAMESPACES,
             "seccomp": True,
             "no_new_privs": True,
             "capabilities": "none",
             "network": "loopback only (own namespace)",
             "cgroups": cgroups,
+            "disk_quota": quota,
             "uid": self.settings.sandbox_uid,
         }
 
@@ -137,13 +149,17 @@ class Engine:
         sandbox_id = sandbox_id or container_id()
         if sandbox_id in self._sandboxes:
             raise InvalidInput(f"container {sandbox_id} already exists", "id")
-        workspace = Workspace(self.workspaces_dir / sandbox_id, self.settings.sandbox_uid,
-                              self.settings.sandbox_gid, self.settings.disk_quota_bytes)
-        await asyncio.to_thread(workspace.create)
+        root = await self._volumes.take() if self._volumes else self.workspaces_dir / sandbox_id
+        workspace = Workspace(root, self.settings.sandbox_uid, self.settings.sandbox_gid)
         group = None
-        if self._cgroups is not None:
-            limits = Limits(memory_bytes, self.settings.pids_limit, self.settings.cpus)
-            group = await asyncio.to_thread(self._cgroups.create, sandbox_id, limits)
+        try:
+            workspace.create()
+            if self._cgroups is not None:
+                limits = Limits(memory_bytes, self.settings.pids_limit, self.settings.cpus)
+                group = self._cgroups.create(sandbox_id, limits)
+        except BaseException:
+            await self._release_workspace(workspace)
+            raise
         box = Sandbox(sandbox_id, workspace, group,
                       SandboxLimits(memory_bytes, timeout or self.settings.timeout, self.settings.interrupt_grace,
                                     self.settings.output_limit),
@@ -151,10 +167,17 @@ class Engine:
         try:
             await box.start()
         except BaseException:
-            await box.close()
+            await box.close(keep_workspace=True)
+            await self._release_workspace(workspace)
             raise
         self._sandboxes[sandbox_id] = box
         return box
+
+    async def _release_workspace(self, workspace: Workspace) -> None:
+        if self._volumes is not None:
+            await self._volumes.release(workspace.root)
+        else:
+            await asyncio.to_thread(workspace.destroy)
 
     async def _spawn(self, workspace: Workspace, procs_files: list[str]) -> Any:
         assert self._zygote is not None
@@ -183,9 +206,10 @@ class Engine:
     def __iter__(self) -> Any:
         return iter(list(self._sandboxes.values()))
 
-    async def destroy(self, sandbox_id: str, keep_workspace: bool = False) -> None:
+    async def destroy(self, sandbox_id: str) -> None:
+        """Stop a container and delete its workspace."""
         box = self._sandboxes.pop(sandbox_id, None)
         if box is None:
             raise NotFound(f"no such container: {sandbox_id}")
-        with contextlib.suppress(Exception):
-            await box.close(keep_workspace=keep_workspace)
+        await box.close(keep_workspace=True)
+        await self._release_workspace(box.workspace)

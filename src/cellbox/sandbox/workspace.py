@@ -8,6 +8,7 @@ so nothing here ever follows a link out of the workspace or blocks on a FIFO.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -60,11 +61,10 @@ def safe_filename(name: str) -> str:
 class Workspace:
     """The host directory bind-mounted at /mnt/data in one container."""
 
-    def __init__(self, root: Path, uid: int, gid: int, quota_bytes: int) -> None:
+    def __init__(self, root: Path, uid: int, gid: int) -> None:
         self.root = root
         self.uid = uid
         self.gid = gid
-        self.quota_bytes = quota_bytes
 
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -116,8 +116,6 @@ class Workspace:
     def write(self, path: str, data: bytes) -> ChangedFile:
         """Atomically create or replace a file (a planted symlink is replaced, never followed)."""
         relative = relative_path(path)
-        if len(data) + self.usage() > self.quota_bytes:
-            raise InvalidInput(f"writing {relative.name} would exceed the workspace quota", "file")
         with self._parent_fd(relative, create=True) as parent:
             temp = f".{relative.name}.{os.getpid()}.{id(data):x}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
@@ -129,9 +127,11 @@ class Workspace:
                     os.fsync(f.fileno())
                 os.chown(temp, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
                 os.rename(temp, relative.name, src_dir_fd=parent, dst_dir_fd=parent)
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp, dir_fd=parent)
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise InvalidInput(f"the workspace is full: {relative.name} does not fit", "file") from exc
                 raise
         return ChangedFile(sandbox_path(relative), len(data))
 

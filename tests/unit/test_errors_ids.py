@@ -1,0 +1,59 @@
+"""The exception tree and identifiers."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from cellbox import errors, ids
+from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxFailure, SandboxUnavailable
+
+
+@pytest.mark.parametrize("cls", [InvalidInput, NotFound, Expired, SandboxUnavailable, SandboxFailure])
+def test_every_domain_error_is_a_cellbox_error(cls: type[CellboxError]) -> None:
+    assert issubclass(cls, CellboxError)
+    assert not issubclass(cls, OSError)  # callers tell domain errors from system errors
+
+
+def test_domain_errors_are_distinct() -> None:
+    leaves = [InvalidInput, NotFound, Expired, SandboxUnavailable, SandboxFailure]
+    for a in leaves:
+        for b in leaves:
+            assert (a is b) == issubclass(a, b)
+
+
+def test_invalid_input_carries_the_parameter() -> None:
+    exc = InvalidInput("bad size", "memory")
+    assert str(exc) == "bad size"
+    assert exc.param == "memory"
+    assert InvalidInput("no param").param is None
+
+
+def test_errors_module_has_no_http() -> None:
+    assert not any("http" in name.lower() for name in vars(errors))
+
+
+def test_container_id_shape() -> None:
+    cid = ids.container_id()
+    assert re.fullmatch(r"cntr_[0-9a-f]{48}", cid)
+
+
+@pytest.mark.parametrize(("prefix", "hex_chars"), [("file-", 24), ("exec_", 8), ("", 2)])
+def test_new_id_shape(prefix: str, hex_chars: int) -> None:
+    value = ids.new_id(prefix, hex_chars)
+    assert value.startswith(prefix)
+    assert re.fullmatch(r"[0-9a-f]{%d}" % hex_chars, value[len(prefix):])
+
+
+def test_ids_are_unique() -> None:
+    assert len({ids.container_id() for _ in range(1000)}) == 1000
+
+
+def test_now_is_integer_unix_seconds() -> None:
+    before = int(time.time())
+    value = ids.now()
+    after = int(time.time())
+    assert isinstance(value, int)
+    assert before <= value <= after
