@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from cellbox.sandbox.workspace import Workspace
 SYSTEM_READ_ONLY = ("/usr", "/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime", "/etc/ssl",
                     "/etc/fonts", "/etc/mime.types")
 SHM_SIZE = 64 << 20
+log = logging.getLogger(__name__)
 NAMESPACES = ["mount", "pid", "network", "ipc", "uts", "cgroup", "user"]
 
 
@@ -55,6 +57,7 @@ class Engine:
         self._zygote: Zygote | None = None
         self._volumes: Volumes | None = None
         self._read_only: list[str] = []
+        self._lifeline: tuple[int, int] | None = None  # containers die when its write end closes
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -83,8 +86,8 @@ class Engine:
             self._volumes = Volumes(self.workspaces_dir, self.settings.disk_quota_bytes,
                                     self.settings.sandbox_uid, self.settings.sandbox_gid)
         self._read_only = _read_only_paths(self.settings.sandbox_python)
-        self._zygote = Zygote(self.settings.sandbox_python, self._state_dir, self.settings.preload,
-                              build_filter())
+        self._lifeline = os.pipe()
+        self._zygote = self._new_zygote()
         try:
             if self._volumes is not None:
                 await self._volumes.start()
@@ -93,6 +96,11 @@ class Engine:
         except BaseException:
             await self.aclose()
             raise
+
+    def _new_zygote(self) -> Zygote:
+        assert self._lifeline is not None
+        return Zygote(self.settings.sandbox_python, self._state_dir, self.settings.preload, build_filter(),
+                      lifeline=self._lifeline[0])
 
     async def _self_test(self) -> None:
         try:
@@ -114,6 +122,10 @@ class Engine:
         if self._cgroups is not None:
             await asyncio.to_thread(self._cgroups.close)
             self._cgroups = None
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+            self._lifeline = None
 
     # --- containers ----------------------------------------------------------------------------
 
@@ -195,6 +207,11 @@ class Engine:
             "cgroup_procs": procs_files,
             "env": sandbox_environment("/tmp", f"{python_bin}:/usr/local/bin:/usr/bin:/bin"),
         }
+        if not self._zygote.running:  # killed from outside (OOM killer, an operator): start a new template
+            log.warning("the sandbox template exited; starting a new one")
+            await self._zygote.aclose()
+            self._zygote = self._new_zygote()
+            await self._zygote.start()
         return await self._zygote.spawn(spec)
 
     def get(self, sandbox_id: str) -> Sandbox:

@@ -20,8 +20,9 @@ MAX_CONTROL_MESSAGE = 1 << 20
 class Zygote:
     """The warm template process. Spawns are serialised; each takes a few milliseconds."""
 
-    def __init__(self, python: Path, state_dir: Path, preload: list[str], seccomp: bytes) -> None:
+    def __init__(self, python: Path, state_dir: Path, preload: list[str], seccomp: bytes, lifeline: int) -> None:
         self._python = python
+        self._lifeline = lifeline
         self._state_dir = state_dir
         self._preload = preload
         self._seccomp = seccomp
@@ -52,8 +53,8 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                str(self._python), "-m", "cellbox.sandbox.zygote", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), env=self._environment(), stdin=asyncio.subprocess.DEVNULL,
+                str(self._python), "-m", "cellbox.sandbox.zygote", str(theirs.fileno()), str(self._lifeline),
+                pass_fds=(theirs.fileno(), self._lifeline), env=self._environment(), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
             )
         finally:
@@ -116,6 +117,10 @@ class Zygote:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None and self._ctrl is not None
 
     async def aclose(self) -> None:
         if self._ctrl is not None:

@@ -3,13 +3,15 @@
 Started by the host with a clean environment (it must never hold secrets: every container is a copy of
 it). Each spawn makes three processes:
 
-    monitor (host side, in the container's cgroups)  - waits for the container, dies with the zygote
+    monitor (host side, in the container's cgroups)  - waits for the container; kills it if the server dies
       └─ init   (pid 1 of new pid/mount/net/ipc/uts/cgroup namespaces) - builds the root, drops privileges,
            │                                              forwards SIGINT, reaps orphans
            └─ kernel (pid 2) - the stateful IPython session, serving its channel
 
 Control messages are JSON over a SOCK_SEQPACKET socketpair; a spawn request carries the container's
-channel socket as SCM_RIGHTS.
+channel socket as SCM_RIGHTS. The server also passes a "lifeline": the read end of a pipe whose write end
+only the server holds. It reads EOF when the server is gone, however it died, and the monitors then kill their
+containers. Containers therefore outlive a crash of the template, but never the server.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -98,12 +101,12 @@ def _reap(kernel: int) -> None:
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def _monitor(report_fd: int, channel_fd: int, spec: dict[str, Any], seccomp: bytes, executor: Executor) -> None:
+def _monitor(report_fd: int, channel_fd: int, lifeline: int, spec: dict[str, Any], seccomp: bytes,
+             executor: Executor) -> None:
     """First child: joins the cgroups, creates the namespaces, reports the init's pid, waits; never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
-        confine.close_fds_except({report_fd, channel_fd})
+        confine.close_fds_except({report_fd, channel_fd, lifeline})
         confine.join_cgroups(spec["cgroup_procs"])
         confine.unshare(confine.CONTAINER_NAMESPACES)
         init = os.fork()
@@ -114,18 +117,22 @@ def _monitor(report_fd: int, channel_fd: int, spec: dict[str, Any], seccomp: byt
     except BaseException as exc:
         os.write(report_fd, f"error {exc}".encode())
         os._exit(1)
-    confine.close_fds_except(set())
+    confine.close_fds_except({lifeline})
+    container = os.pidfd_open(init)
+    readable, _, _ = select.select([lifeline, container], [], [])
+    if container not in readable:  # the server is gone: take the container with it
+        os.kill(init, signal.SIGKILL)
     os.waitpid(init, 0)
     os._exit(0)
 
 
-def spawn(spec: dict[str, Any], channel_fd: int, seccomp: bytes, executor: Executor) -> int:
+def spawn(spec: dict[str, Any], channel_fd: int, lifeline: int, seccomp: bytes, executor: Executor) -> int:
     """Fork a container; return the host pid of its init (pid 1 of its namespaces)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _monitor(write_end, channel_fd, spec, seccomp, executor)
+        _monitor(write_end, channel_fd, lifeline, spec, seccomp, executor)
     os.close(write_end)
     os.close(channel_fd)
     with os.fdopen(read_end, "rb") as report:
@@ -148,6 +155,7 @@ def preload(modules: list[str]) -> list[str]:
 
 def main() -> None:
     ctrl = socket.socket(fileno=int(sys.argv[1]))
+    lifeline = int(sys.argv[2])
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
     config = json.loads(ctrl.recv(MAX_CONTROL_MESSAGE) or b"{}")
     seccomp = base64.b64decode(config["seccomp"])
@@ -165,7 +173,7 @@ def main() -> None:
         try:
             if len(fds) != 1:
                 raise RuntimeError("spawn request without a channel descriptor")
-            pid = spawn(request["spec"], fds[0], seccomp, executor)
+            pid = spawn(request["spec"], fds[0], lifeline, seccomp, executor)
             _send(ctrl, {"type": "spawned", "id": request["id"], "pid": pid})
         except Exception as exc:
             _send(ctrl, {"type": "error", "id": request["id"], "message": str(exc)})

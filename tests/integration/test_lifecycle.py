@@ -1,0 +1,132 @@
+"""Containers leave nothing behind: processes, descriptors, cgroups and mounts return to where they started."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cellbox.config import Settings
+from cellbox.errors import SandboxUnavailable
+from cellbox.sandbox.engine import Engine
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def mounts_under(directory: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(directory))]
+
+
+def cgroup_children(engine: Engine) -> set[str]:
+    bases = engine._cgroups.bases.values()
+    return {entry.name for base in bases for entry in base.iterdir() if entry.is_dir()}
+
+
+async def settle(predicate, attempts: int = 100) -> bool:
+    for _ in range(attempts):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def test_create_and_destroy_many_containers_leaks_nothing(engine: Engine) -> None:
+    zygote = engine._zygote.pid
+    assert zygote is not None
+    baseline_fds, baseline_children = open_fds(), children(zygote)
+    baseline_cgroups, baseline_mounts = cgroup_children(engine), mounts_under(engine.workspaces_dir)
+    for _ in range(3):
+        boxes = await asyncio.gather(*(engine.create() for _ in range(8)))
+        await asyncio.gather(*(b.run("import subprocess; subprocess.Popen(['sleep', '300']); 1") for b in boxes))
+        await asyncio.gather(*(engine.destroy(b.id) for b in boxes))
+    assert await settle(lambda: children(zygote) == baseline_children)
+    assert cgroup_children(engine) == baseline_cgroups
+    assert open_fds() == baseline_fds
+    assert await settle(lambda: len(mounts_under(engine.workspaces_dir)) == len(baseline_mounts))
+
+
+async def test_closing_the_engine_removes_its_cgroups_and_volumes(tmp_path: Path) -> None:
+    async with Engine(Settings(data_dir=tmp_path, preload=[])) as engine:
+        await engine.create()
+        bases = list(engine._cgroups.bases.values())
+        assert all(base.exists() for base in bases)
+    assert not any(base.exists() for base in bases)
+    assert mounts_under(tmp_path) == []
+
+
+async def test_cgroups_left_by_a_dead_engine_are_reaped(tmp_path: Path) -> None:
+    async with Engine(Settings(data_dir=tmp_path / "a", preload=[])) as engine:
+        parent = next(iter(engine._cgroups.bases.values())).parent
+    stale = parent / "cellbox-999999999-abcdef"  # a pid that cannot exist
+    (stale / "cntr_x").mkdir(parents=True)
+    async with Engine(Settings(data_dir=tmp_path / "b", preload=[])):
+        assert not stale.exists()
+
+
+async def test_a_killed_template_is_replaced_and_running_containers_keep_working(engine: Engine) -> None:
+    survivor = await engine.create()
+    await survivor.run("kept = 'yes'")
+    old = engine._zygote.pid
+    assert old is not None
+    os.kill(old, 9)
+    assert await settle(lambda: not engine._zygote.running)
+    fresh = await engine.create()
+    assert (await fresh.run("1 + 1")).outputs[-1].data["text/plain"] == "2"
+    kept = await survivor.run("kept")
+    assert not kept.restarted
+    assert kept.outputs[-1].data["text/plain"] == "'yes'"
+    assert engine._zygote.pid != old
+    await engine.destroy(fresh.id)
+    await engine.destroy(survivor.id)
+
+
+async def test_refuses_to_start_without_root_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SandboxUnavailable, match="must start as root"):
+        await Engine(Settings(data_dir=tmp_path)).start()
+
+
+def test_containers_die_with_the_server_however_it_dies(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves no container running (the lifeline pipe reads EOF)."""
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from cellbox.config import Settings\n"
+        "from cellbox.sandbox.engine import Engine\n"
+        "async def main():\n"
+        "    engine = Engine(Settings(data_dir=Path(sys.argv[1]), preload=[]))\n"
+        "    await engine.start()\n"
+        "    box = await engine.create()\n"
+        "    asyncio.ensure_future(box.run('while True: pass'))\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    print(box.init_pid, flush=True)\n"
+        "    await asyncio.sleep(300)\n"
+        "asyncio.run(main())\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True) as server:
+        try:
+            init_pid = int(server.stdout.readline())
+            os.kill(init_pid, 0)  # the container is running
+        finally:
+            server.kill()
+    for _ in range(100):
+        try:
+            os.kill(init_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the container outlived its server")
