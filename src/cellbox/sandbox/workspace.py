@@ -36,13 +36,16 @@ Snapshot = dict[str, FileState]
 
 
 def relative_path(path: str) -> PurePosixPath:
-    """'/mnt/data/a/b.csv', 'a/b.csv' -> 'a/b.csv'; anything that could leave the workspace is refused."""
+    """'/mnt/data/a/b.csv', 'a/b.csv' -> 'a/b.csv'; anything that could leave the workspace is refused.
+
+    Built from a plain split on '/', never from pathlib's parsing: POSIX keeps a leading '//' as a root of its own.
+    """
     if not path or "\x00" in path:
         raise InvalidInput("file path is empty or contains a NUL byte", "path")
     if path == MOUNT_POINT or path.startswith(MOUNT_POINT + "/"):
         path = path[len(MOUNT_POINT):]
-    parts = [p for p in PurePosixPath(path).parts if p not in ("/", ".")]
-    if not parts or any(p == ".." for p in parts):
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
         raise InvalidInput(f"file path {path!r} must name a file inside {MOUNT_POINT}", "path")
     return PurePosixPath(*parts)
 
@@ -77,6 +80,8 @@ class Workspace:
 
     @contextlib.contextmanager
     def _parent_fd(self, relative: PurePosixPath, create: bool = False) -> Iterator[int]:
+        if relative.is_absolute() or any("/" in part or part == ".." for part in relative.parts):
+            raise InvalidInput(f"file path {relative} must stay inside {MOUNT_POINT}", "path")
         fd = os.open(self.root, _DIR_FLAGS)
         try:
             for part in relative.parts[:-1]:
