@@ -68,6 +68,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert settings.timeout == 60
     assert settings.output_limit == MIB
     assert settings.sandbox_cgroups == "on"
+    assert settings.sandbox_disk_quota == "on"
     assert settings.preload == DEFAULT_PRELOAD
     assert settings.data_dir == Path.home() / ".local/share/cellbox"
 
@@ -87,6 +88,7 @@ def test_reads_cellbox_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> N
     env.setenv("CELLBOX_OUTPUT_LIMIT", "1000")
     env.setenv("CELLBOX_PIDS_LIMIT", "64")
     env.setenv("CELLBOX_SANDBOX_CGROUPS", "off")
+    env.setenv("CELLBOX_SANDBOX_DISK_QUOTA", "off")
     env.setenv("CELLBOX_PRELOAD", '["numpy"]')
     settings = Settings()
     assert settings.data_dir == tmp_path
@@ -97,6 +99,7 @@ def test_reads_cellbox_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.output_limit == 1000
     assert settings.pids_limit == 64
     assert settings.sandbox_cgroups == "off"
+    assert settings.sandbox_disk_quota == "off"
     assert settings.preload == ["numpy"]
 
 
@@ -123,6 +126,7 @@ def test_keyword_arguments_override_the_environment(env: pytest.MonkeyPatch) -> 
         ("CELLBOX_CPUS", "0"),
         ("CELLBOX_SANDBOX_UID", "0"),
         ("CELLBOX_SANDBOX_CGROUPS", "maybe"),
+        ("CELLBOX_SANDBOX_DISK_QUOTA", "no"),
     ],
 )
 def test_rejects_invalid_environment(env: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -44,7 +44,7 @@ def test_container_id_shape() -> None:
 def test_new_id_shape(prefix: str, hex_chars: int) -> None:
     value = ids.new_id(prefix, hex_chars)
     assert value.startswith(prefix)
-    assert re.fullmatch(r"[0-9a-f]{%d}" % hex_chars, value[len(prefix):])
+    assert re.fullmatch(f"[0-9a-f]{{{hex_chars}}}", value[len(prefix):])
 
 
 def test_ids_are_unique() -> None:

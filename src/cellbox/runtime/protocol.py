@@ -35,7 +35,8 @@ class ProtocolError(Exception):
 
 
 def encode(message: Message) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    """Lone surrogates (``print("\\udcff")``) become '?' rather than breaking the channel."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
     return HEADER.pack(len(body)) + body
 
 

@@ -46,7 +46,7 @@ class StreamSink:
 
     def __init__(self, send: Callable[[Message], None], limit: int) -> None:
         self._send = send
-        self._limit = limit
+        self._default_limit = self._limit = limit
         self._lock = threading.RLock()
         self._segments: list[list[str]] = []
         self._buffered = 0
@@ -57,7 +57,7 @@ class StreamSink:
     def begin(self, request_id: str, limit: int | None = None) -> None:
         with self._lock:
             self._request_id = request_id
-            self._limit = limit or self._limit
+            self._limit = limit or self._default_limit
             self._used = self._dropped = 0
 
     def write(self, name: str, text: str) -> None:
@@ -78,14 +78,14 @@ class StreamSink:
                 self.flush()
 
     def _within_budget(self, text: str) -> str:
-        size = len(text.encode("utf-8", "replace"))
+        data = text.encode("utf-8", "replace")  # lone surrogates become '?' here, not a broken frame later
         room = self._limit - self._used
-        if size <= room:
-            self._used += size
-            return text
-        kept = text.encode("utf-8", "replace")[: max(room, 0)].decode("utf-8", "ignore")
+        if len(data) <= room:
+            self._used += len(data)
+            return data.decode("utf-8")
+        kept = data[: max(room, 0)].decode("utf-8", "ignore")
         self._used = self._limit
-        self._dropped += size - len(kept.encode())
+        self._dropped += len(data) - len(kept.encode())
         return kept
 
     def flush(self) -> None:

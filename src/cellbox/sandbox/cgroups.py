@@ -133,11 +133,11 @@ class Cgroups:
         """The v1 memory+pids+cpu hierarchies if mounted, else a delegated v2 subtree; or a clear error."""
         mounts = _cgroup_mounts(proc / "self/mountinfo")
         memberships = _memberships(proc / "self/cgroup")
-        v1 = {c: mounts[c] / memberships[c].lstrip("/") for c in CONTROLLERS if c in mounts and c in memberships}
+        v1 = {c: _own_group(mounts[c], memberships[c]) for c in CONTROLLERS if c in mounts and c in memberships}
         if len(v1) == len(CONTROLLERS):
             return cls("v1", v1)
         if "" in mounts and "" in memberships:
-            own = mounts[""] / memberships[""].lstrip("/")
+            own = _own_group(mounts[""], memberships[""])
             missing = set(CONTROLLERS) - set(_read(own / "cgroup.controllers").split())
             if not missing:
                 return cls("v2", dict.fromkeys(CONTROLLERS, own))
@@ -215,21 +215,31 @@ class Cgroups:
             _kill_and_remove(base)
 
 
-def _cgroup_mounts(mountinfo: Path) -> dict[str, Path]:
-    """controller -> mount point; the key "" is the cgroup2 mount."""
-    found: dict[str, Path] = {}
+def _own_group(mount: tuple[Path, str], membership: str) -> Path:
+    """Our group's directory: the membership path is relative to the hierarchy's root, and the mount may
+    expose only a subtree of it (a container without its own cgroup namespace mounts /docker/<id>)."""
+    mount_point, mount_root = mount
+    relative = os.path.relpath(membership, mount_root) if membership.startswith(mount_root) else membership
+    relative = relative.lstrip("/")
+    return mount_point if relative in ("", ".") else mount_point / relative
+
+
+def _cgroup_mounts(mountinfo: Path) -> dict[str, tuple[Path, str]]:
+    """controller -> (mount point, root of the hierarchy it shows); the key "" is the cgroup2 mount."""
+    found: dict[str, tuple[Path, str]] = {}
     for line in _read(mountinfo).splitlines():
         pre, _, post = line.partition(" - ")
         fields, post_fields = pre.split(), post.split()
         if len(post_fields) < 3:
             continue
         fstype, options = post_fields[0], post_fields[2].split(",")
+        mount = (Path(fields[4]), fields[3])
         if fstype == "cgroup2":
-            found.setdefault("", Path(fields[4]))
+            found.setdefault("", mount)
         elif fstype == "cgroup":
             for controller in CONTROLLERS:
                 if controller in options:
-                    found.setdefault(controller, Path(fields[4]))
+                    found.setdefault(controller, mount)
     return found
 
 

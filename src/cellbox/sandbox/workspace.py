@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import stat
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ def safe_filename(name: str) -> str:
     """An uploaded file's name reduced to a harmless basename."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if ch.isprintable() and ch not in '<>:"|?*').strip().lstrip(".")
-    return base[:200] or "upload"
+    return base.encode()[:200].decode("utf-8", "ignore") or "upload"  # a Linux name is at most 255 bytes
 
 
 class Workspace:
@@ -122,7 +123,7 @@ class Workspace:
         """Atomically create or replace a file (a planted symlink is replaced, never followed)."""
         relative = relative_path(path)
         with self._parent_fd(relative, create=True) as parent:
-            temp = f".{relative.name}.{os.getpid()}.{id(data):x}.tmp"
+            temp = f".cellbox-{secrets.token_hex(8)}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=parent)
             try:
@@ -137,6 +138,8 @@ class Workspace:
                     os.unlink(temp, dir_fd=parent)
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     raise InvalidInput(f"the workspace is full: {relative.name} does not fit", "file") from exc
+                if isinstance(exc, IsADirectoryError):
+                    raise InvalidInput(f"{sandbox_path(relative)} is a directory", "path") from exc
                 raise
         return ChangedFile(sandbox_path(relative), len(data))
 
@@ -151,26 +154,38 @@ class Workspace:
     # --- what is there, what changed -----------------------------------------------------------
 
     def scan(self) -> Snapshot:
-        """Regular files under the workspace (symlinks are not followed), keyed by relative path."""
+        """Regular files under the workspace, keyed by relative path. Walks by directory descriptor with
+        O_NOFOLLOW, so code swapping a directory for a symlink mid-walk cannot make it list host files."""
         found: Snapshot = {}
-        stack = [("", str(self.root))]
-        while stack and len(found) < MAX_SCAN_ENTRIES:
-            prefix, directory = stack.pop()
+        try:
+            stack = [("", os.open(self.root, _DIR_FLAGS))]
+        except OSError:
+            return found
+        while stack:
+            prefix, fd = stack.pop()
             try:
-                entries = list(os.scandir(directory))
+                self._scan_directory(prefix, fd, found, stack)
+            finally:
+                os.close(fd)
+        return found
+
+    @staticmethod
+    def _scan_directory(prefix: str, fd: int, found: Snapshot, stack: list[tuple[str, int]]) -> None:
+        try:
+            entries = list(os.scandir(fd))
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= MAX_SCAN_ENTRIES:
+                return
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append((prefix + entry.name + "/", os.open(entry.name, _DIR_FLAGS, dir_fd=fd)))
             except OSError:
                 continue
-            for entry in entries:
-                name = prefix + entry.name
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    stack.append((name + "/", entry.path))
-                elif stat.S_ISREG(info.st_mode):
-                    found[name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
-        return found
+            if stat.S_ISREG(info.st_mode):
+                found[prefix + entry.name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
 
     @staticmethod
     def changes(before: Snapshot, after: Snapshot) -> list[ChangedFile]:
