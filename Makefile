@@ -1,9 +1,9 @@
-# Everything a fresh machine needs: `make demo` (or `make serve` once the API lands) and `make test`.
+# Everything a fresh machine needs: `make serve` and `make test` (plus `make demo` for a one-off run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup serve demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/system-packages
 	./scripts/system-packages
@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml scripts/system-packages
 	touch $@
 
 setup: $(VENV)/.installed
+
+serve: setup
+	$(BIN)/cellbox serve
 
 demo: setup
 	printf 'import pandas as pd, matplotlib.pyplot as plt\nx = pd.Series([1, 4, 9, 16])\nprint(x.describe())\nx.plot(title="squares")\n' \

@@ -1,24 +1,32 @@
-"""The ``cellbox`` command. Exit status: 0 ran cleanly, 1 the code raised (or timed out, or ran out of
-memory), 2 usage error, 3 this host cannot provide the sandbox."""
+"""The ``cellbox`` command: ``serve`` (the OpenAI-compatible API), ``run`` (one file in a fresh container),
+``keys create``. Exit status of ``run``: 0 ran cleanly, 1 the code raised (or timed out, or ran out of memory),
+2 usage error, 3 this host cannot provide the sandbox."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import ipaddress
 import json
+import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+import uvicorn
+
 from cellbox import __version__
+from cellbox.api.app import create_app
 from cellbox.config import Settings
 from cellbox.errors import CellboxError, InvalidInput, SandboxUnavailable
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
+from cellbox.services.auth import Keys
+from cellbox.store.db import Database
 
 EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -38,7 +46,69 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON document with every output item")
     run.add_argument("--out", type=Path, default=None, metavar="DIR",
                      help="copy files the code created or changed in /mnt/data to DIR")
+    serve = commands.add_parser("serve", help="serve the OpenAI-compatible API (Files, Containers, ...)",
+                                description="Serve the OpenAI-compatible API under /v1.")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, CELLBOX_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000, CELLBOX_PORT)")
+    serve.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create an API key for a project; the key is printed once")
+    create.add_argument("--project", required=True, help="project the key belongs to")
+    create.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
     return parser
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _key_count(settings: Settings) -> int:
+    db = Database(settings.database)
+    try:
+        await db.create_schema()
+        keys = Keys(db)
+        await keys.start(settings.api_keys)
+        return await keys.count()
+    finally:
+        await db.aclose()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    settings = _settings(host=args.host, port=args.port, data_dir=args.data_dir)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = asyncio.run(_key_count(settings))
+    if not keys and not _is_loopback(settings.host):
+        _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
+                     "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
+    mode = f"{keys} API key(s)" if keys else "open local mode (no API keys; loopback only)"
+    print(f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}", file=sys.stderr, flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                log_level="warning", lifespan="on")
+
+
+def _create_key(args: argparse.Namespace) -> None:
+    settings = _settings(data_dir=args.data_dir)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    async def create() -> str:
+        db = Database(settings.database)
+        try:
+            await db.create_schema()
+            return await Keys(db).create(args.project)
+        finally:
+            await db.aclose()
+
+    print(asyncio.run(create()))
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -107,7 +177,7 @@ async def _execute(box: Any, code: str, timeout: float | None, live: bool) -> Ex
             if live and event.message:
                 print(event.message, file=sys.stderr)
             return ExecutionResult(outputs, event.status, event.execution_count, event.files,
-                                   event.restarted, event.message)
+                                   event.restarted, event.message, event.deleted)
         outputs.append(event)
         if live:
             _print_live(event)
@@ -132,6 +202,17 @@ def _report_files(result: ExecutionResult, out: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "keys":
+            return _create_key(args)
+    except InvalidInput as exc:
+        _usage_error(str(exc))
+    _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> None:
     if args.timeout is not None and args.timeout <= 0:
         _usage_error("--timeout must be a positive number of seconds")
     code = _read_code(args.script)

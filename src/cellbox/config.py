@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CELLBOX_", extra="ignore")
 
     data_dir: Path = Field(Path.home() / ".local/share/cellbox", description="Where workspaces and state live.")
+    host: str = Field("127.0.0.1", description="Address `cellbox serve` binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `cellbox serve` binds to.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data directory. "
+                              "PostgreSQL: postgresql+psycopg://user:pass@host/db")
+    api_keys: str = Field("", description="Keys seeded at start: 'key1=projectA,key2=projectB'.")
+    rate_limit: int = Field(0, ge=0, description="Requests per minute per API key; 0 turns the limit off.")
+    max_upload: str = Field("512m", description="Largest accepted upload.")
+    container_expiry_minutes: int = Field(20, ge=1, description="Default idle minutes before a container expires.")
+    reaper_interval: float = Field(30.0, gt=0, description="Seconds between checks for expired containers.")
     memory_limit: str = Field("1g", description="Default memory limit per container (1g, 4g, 16g, 64g).")
     timeout: float = Field(60.0, gt=0, description="Default per-execution timeout in seconds.")
     interrupt_grace: float = Field(3.0, gt=0, description="Seconds an interrupted execution gets to stop.")
@@ -60,6 +69,14 @@ class Settings(BaseSettings):
     @property
     def disk_quota_bytes(self) -> int:
         return parse_size(self.disk_quota, "disk quota")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return parse_size(self.max_upload, "upload limit")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'cellbox.db'}"
 
     @property
     def tmp_bytes(self) -> int:

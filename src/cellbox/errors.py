@@ -2,7 +2,10 @@
 
     CellboxError
     ├── InvalidInput         the caller asked for something malformed (bad size, bad path, bad name)
-    ├── NotFound             no such container or file
+    │   └── TooLarge         an upload over the size limit
+    ├── Unauthenticated      no API key, or one we don't know
+    ├── RateLimited          too many requests for this key; carries when to retry
+    ├── NotFound             no such container or file (or not this project's)
     ├── Expired              the container exists but has expired
     ├── SandboxUnavailable   this host cannot provide the isolation we promise (with how to fix it)
     └── SandboxFailure       a container could not start or broke underneath us
@@ -19,8 +22,24 @@ class InvalidInput(CellboxError):
         self.param = param
 
 
-class NotFound(CellboxError):
+class TooLarge(InvalidInput):
     pass
+
+
+class Unauthenticated(CellboxError):
+    pass
+
+
+class RateLimited(CellboxError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFound(CellboxError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Expired(CellboxError):

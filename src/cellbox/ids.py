@@ -1,6 +1,7 @@
 """Prefixed identifiers in OpenAI's shapes, and the clock."""
 
 import secrets
+import string
 import time
 
 
@@ -8,8 +9,23 @@ def new_id(prefix: str, hex_chars: int = 48) -> str:
     return prefix + secrets.token_hex(hex_chars // 2)
 
 
+_BASE62 = string.ascii_letters + string.digits
+
+
 def container_id() -> str:
     return new_id("cntr_", 48)
+
+
+def container_file_id() -> str:
+    return new_id("cfile_", 32)
+
+
+def file_id() -> str:
+    return "file-" + "".join(secrets.choice(_BASE62) for _ in range(22))
+
+
+def execution_id() -> str:
+    return new_id("exec_", 32)
 
 
 def now() -> int:

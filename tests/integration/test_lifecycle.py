@@ -122,11 +122,15 @@ def test_containers_die_with_the_server_however_it_dies(tmp_path: Path) -> None:
             os.kill(init_pid, 0)  # the container is running
         finally:
             server.kill()
-    for _ in range(100):
-        try:
-            os.kill(init_pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError("the container outlived its server")
+    try:
+        for _ in range(100):
+            try:
+                os.kill(init_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the container outlived its server")
+    finally:  # a killed server leaves its volumes mounted (the next start reclaims them); unmount for tmp_path
+        for mount_point in mounts_under(tmp_path):
+            subprocess.run(["umount", "-l", mount_point], check=False)

@@ -109,10 +109,11 @@ class Engine:
             raise SandboxUnavailable(f"this host cannot start an isolated container: {exc}") from exc
         await self.destroy(probe.id)
 
-    async def aclose(self) -> None:
-        """Destroy every container (workspaces included) and stop the template."""
-        await asyncio.gather(*(self.destroy(box.id) for box in list(self._sandboxes.values())),
-                             return_exceptions=True)
+    async def aclose(self, keep_workspaces: bool = False) -> None:
+        """Stop every container and the template. Workspaces are deleted unless ``keep_workspaces``
+        (a server keeps them, to bring its containers back with their files after a restart)."""
+        stop = self.stop if keep_workspaces else self.destroy
+        await asyncio.gather(*(stop(box.id) for box in list(self._sandboxes.values())), return_exceptions=True)
         if self._volumes is not None:
             await self._volumes.aclose()
             self._volumes = None
@@ -151,8 +152,9 @@ class Engine:
         }
 
     async def create(self, memory: str | int | None = None, sandbox_id: str | None = None,
-                     timeout: float | None = None) -> Sandbox:
-        """Start a container with an empty workspace (or the existing one of ``sandbox_id``)."""
+                     timeout: float | None = None, workspace: Path | None = None) -> Sandbox:
+        """Start a container with an empty workspace, or on ``workspace``, one this engine's data directory
+        kept from before a restart (the files come back, the Python state does not)."""
         if self._zygote is None:
             raise SandboxFailure("the engine is not started")
         memory_bytes = parse_size(memory, "memory limit") if memory is not None else self.settings.memory_bytes
@@ -161,7 +163,7 @@ class Engine:
         sandbox_id = sandbox_id or container_id()
         if sandbox_id in self._sandboxes:
             raise InvalidInput(f"container {sandbox_id} already exists", "id")
-        root = await self._volumes.take() if self._volumes else self.workspaces_dir / sandbox_id
+        root = await self._workspace_root(sandbox_id, workspace)
         workspace = Workspace(root, self.settings.sandbox_uid, self.settings.sandbox_gid)
         group = None
         try:
@@ -184,6 +186,18 @@ class Engine:
             raise
         self._sandboxes[sandbox_id] = box
         return box
+
+    async def _workspace_root(self, sandbox_id: str, existing: Path | None) -> Path:
+        if existing is None:
+            return await self._volumes.take() if self._volumes else self.workspaces_dir / sandbox_id
+        if existing.parent != self.workspaces_dir:
+            raise InvalidInput(f"{existing} is not a workspace of this engine", "workspace")
+        if self._volumes is not None:
+            try:
+                return await self._volumes.attach(existing)
+            except OSError as exc:
+                raise NotFound(f"the workspace {existing.name} is gone: {exc}") from exc
+        return existing
 
     async def _release_workspace(self, workspace: Workspace) -> None:
         if self._volumes is not None:
@@ -222,6 +236,15 @@ class Engine:
 
     def __iter__(self) -> Any:
         return iter(list(self._sandboxes.values()))
+
+    async def stop(self, sandbox_id: str) -> None:
+        """Stop a container's processes but keep its workspace for a later ``create(workspace=...)``."""
+        box = self._sandboxes.pop(sandbox_id, None)
+        if box is None:
+            raise NotFound(f"no such container: {sandbox_id}")
+        await box.close(keep_workspace=True)
+        if self._volumes is not None:
+            await self._volumes.detach(box.workspace.root)
 
     async def destroy(self, sandbox_id: str) -> None:
         """Stop a container and delete its workspace."""

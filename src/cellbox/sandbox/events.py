@@ -65,6 +65,7 @@ class Finished:
     files: list[ChangedFile]
     restarted: bool = False
     message: str | None = None
+    deleted: list[str] = field(default_factory=list)  # paths under /mnt/data the execution removed
     type: Literal["finished"] = "finished"
 
 
@@ -81,6 +82,7 @@ class ExecutionResult:
     files: list[ChangedFile]
     restarted: bool = False
     message: str | None = None
+    deleted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

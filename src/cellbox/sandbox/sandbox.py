@@ -266,8 +266,10 @@ class Sandbox:
     async def _with_files(self, finished: Finished) -> Finished:
         after = await asyncio.to_thread(self.workspace.scan)
         files = self.workspace.changes(self._snapshot, after)
+        deleted = self.workspace.removed(self._snapshot, after)
         self._snapshot = after
-        return Finished(finished.status, finished.execution_count, files, finished.restarted, finished.message)
+        return Finished(finished.status, finished.execution_count, files, finished.restarted, finished.message,
+                        deleted)
 
     async def run(self, code: str, timeout: float | None = None) -> ExecutionResult:
         """Run code and collect everything it produced."""
@@ -275,13 +277,13 @@ class Sandbox:
         async for event in self.execute(code, timeout):
             if isinstance(event, Finished):
                 return ExecutionResult(outputs, event.status, event.execution_count, event.files,
-                                       event.restarted, event.message)
+                                       event.restarted, event.message, event.deleted)
             outputs.append(event)
         raise SandboxFailure("execution ended without a result")  # pragma: no cover
 
     # --- files and stats -------------------------------------------------------------------------
 
-    def upload(self, path: str, data: bytes) -> ChangedFile:
+    def upload(self, path: str, data: bytes | BinaryIO) -> ChangedFile:
         """Put a file into /mnt/data (not reported as changed by the next execution)."""
         changed = self.workspace.write(path, data)
         self._snapshot = self.workspace.scan()

@@ -108,6 +108,23 @@ class Volumes:
         self._schedule_refill()
         return mount_point
 
+    async def attach(self, mount_point: Path) -> Path:
+        """Mount a volume handed out before a restart (it may still be mounted after a crash)."""
+        image = mount_point.with_suffix(".img")
+        if mount_point.parent != self.directory or not image.exists():
+            raise FileNotFoundError(f"no workspace volume at {mount_point}")
+        if mount_point not in _mounted_under(self.directory):
+            mount_point.mkdir(mode=0o700, exist_ok=True)
+            await _run("mount", "-o", _MOUNT_OPTIONS, str(image), str(mount_point))
+        self._mounted.add(mount_point)
+        return mount_point
+
+    async def detach(self, mount_point: Path) -> None:
+        """Unmount a volume but keep its image (and the files in it) for the next start."""
+        if mount_point in _mounted_under(self.directory):
+            await _run("umount", "-l", str(mount_point))
+        self._mounted.discard(mount_point)
+
     async def release(self, mount_point: Path) -> None:
         """Unmount and delete a volume and everything in it."""
         if mount_point in self._mounted or mount_point in _mounted_under(self.directory):
@@ -119,12 +136,16 @@ class Volumes:
             mount_point.rmdir()
 
     async def aclose(self) -> None:
+        """Delete the spares; volumes still in use at this point are unmounted but kept."""
         if self._refill is not None:
             self._refill.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await self._refill
+        for spare in self._ready:
+            with contextlib.suppress(OSError):
+                await self.release(spare)
+        self._ready.clear()
         for mount_point in [*self._mounted]:
             with contextlib.suppress(OSError):
-                await self.release(mount_point)
-        self._ready.clear()
+                await self.detach(mount_point)
 

@@ -119,7 +119,7 @@ class Workspace:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
-    def write(self, path: str, data: bytes) -> ChangedFile:
+    def write(self, path: str, data: bytes | BinaryIO) -> ChangedFile:
         """Atomically create or replace a file (a planted symlink is replaced, never followed)."""
         relative = relative_path(path)
         with self._parent_fd(relative, create=True) as parent:
@@ -128,9 +128,13 @@ class Workspace:
                          dir_fd=parent)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    if isinstance(data, bytes | bytearray):
+                        f.write(data)
+                    else:
+                        shutil.copyfileobj(data, f, 1 << 20)
                     f.flush()
                     os.fsync(f.fileno())
+                    size = f.tell()
                 os.chown(temp, self.uid, self.gid, dir_fd=parent, follow_symlinks=False)
                 os.rename(temp, relative.name, src_dir_fd=parent, dst_dir_fd=parent)
             except BaseException as exc:
@@ -141,7 +145,7 @@ class Workspace:
                 if isinstance(exc, IsADirectoryError):
                     raise InvalidInput(f"{sandbox_path(relative)} is a directory", "path") from exc
                 raise
-        return ChangedFile(sandbox_path(relative), len(data))
+        return ChangedFile(sandbox_path(relative), size)
 
     def delete(self, path: str) -> None:
         relative = relative_path(path)
@@ -191,6 +195,10 @@ class Workspace:
     def changes(before: Snapshot, after: Snapshot) -> list[ChangedFile]:
         return [ChangedFile(sandbox_path(name), state.size) for name, state in sorted(after.items())
                 if before.get(name) != state]
+
+    @staticmethod
+    def removed(before: Snapshot, after: Snapshot) -> list[str]:
+        return [sandbox_path(name) for name in sorted(before) if name not in after]
 
     def usage(self) -> int:
         return sum(state.size for state in self.scan().values())

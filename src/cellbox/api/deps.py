@@ -1,0 +1,36 @@
+"""Request dependencies: the services, the caller's project (auth + rate limit), pagination."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from fastapi import Depends, Header, Query, Request
+
+from cellbox.schemas.common import ListPage, Wire
+from cellbox.services.auth import hash_key
+from cellbox.services.wiring import Services
+
+W = TypeVar("W", bound=Wire)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def project(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    svc = services(request)
+    owner = await svc.keys.project_for(authorization)
+    svc.rate_limiter.check(hash_key(authorization or owner))
+    return owner
+
+
+Svc = Annotated[Services, Depends(services)]
+Project = Annotated[str, Depends(project)]
+Order = Annotated[Literal["asc", "desc"], Query()]
+After = Annotated[str | None, Query()]
+
+
+def list_page(data: list[W], has_more: bool) -> ListPage[W]:
+    """OpenAI's list envelope. The spec types first_id/last_id as strings, so an empty page sends ""."""
+    return ListPage(data=data, first_id=data[0].id if data else "", last_id=data[-1].id if data else "",  # type: ignore[attr-defined]
+                    has_more=has_more)

@@ -1,0 +1,74 @@
+"""/v1/containers, plus Cellbox's /v1/containers/{id}/execute extension."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from cellbox.api.deps import After, Order, Project, Svc, list_page
+from cellbox.api.errors import describe
+from cellbox.api.sse import event
+from cellbox.schemas.common import Deleted, ListPage
+from cellbox.schemas.containers import Container, CreateContainer, ExecuteRequest, Execution, ExpiresAfterOut
+from cellbox.services.execution import Update
+from cellbox.store.tables import ContainerRow
+
+router = APIRouter(tags=["containers"])
+
+
+def container_object(row: ContainerRow) -> Container:
+    return Container(id=row.id, name=row.name, created_at=row.created_at, status=row.status,
+                     last_active_at=row.last_active_at, expires_after=ExpiresAfterOut(minutes=row.expiry_minutes),
+                     memory_limit=row.memory_limit)  # type: ignore[arg-type]
+
+
+@router.post("/containers")
+async def create_container(body: CreateContainer, svc: Svc, project: Project) -> Container:
+    return container_object(await svc.containers.create(project, body))
+
+
+@router.get("/containers")
+async def list_containers(
+    svc: Svc, project: Project, order: Order = "desc", after: After = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20, name: Annotated[str | None, Query()] = None,
+) -> ListPage[Container]:
+    page = await svc.containers.list(project, limit, order, after, name)
+    data = [container_object(r) for r in page.rows]
+    return list_page(data, page.has_more)
+
+
+@router.get("/containers/{container_id}")
+async def retrieve_container(container_id: str, svc: Svc, project: Project) -> Container:
+    return container_object(await svc.containers.get(project, container_id))
+
+
+@router.delete("/containers/{container_id}")
+async def delete_container(container_id: str, svc: Svc, project: Project) -> Deleted:
+    await svc.containers.delete(project, container_id)
+    return Deleted(id=container_id, object="container.deleted")
+
+
+async def _sse(updates: AsyncIterator[Update]) -> AsyncIterator[bytes]:
+    try:
+        async for update in updates:
+            if update.item is not None:
+                yield event("output", update.item.model_dump())
+            elif update.execution is not None:
+                yield event("done", update.execution.model_dump())
+    except Exception as exc:  # after the stream started, failures travel as an event
+        yield event("error", describe(exc)[1])
+
+
+@router.post("/containers/{container_id}/execute", response_model=None)
+async def execute(container_id: str, body: ExecuteRequest, svc: Svc,
+                  project: Project) -> Execution | StreamingResponse:
+    """Cellbox extension (not an OpenAI path): run code in the container, get ``logs``/``image`` outputs and the
+    files the run created or changed; with ``stream: true`` the outputs arrive as server-sent events."""
+    if not body.stream:
+        return await svc.executions.run(project, container_id, body.code, body.timeout)
+    await svc.containers.sandbox(project, container_id)  # unknown or expired: a plain 4xx, not a stream
+    updates = svc.executions.stream(project, container_id, body.code, body.timeout)
+    return StreamingResponse(_sse(updates), media_type="text/event-stream")

@@ -1,0 +1,22 @@
+"""/health: liveness and which isolation layers are active."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from cellbox import __version__
+from cellbox.api.deps import Svc
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(svc: Svc) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "version": __version__,
+        "auth": "open (no API keys; loopback only)" if svc.keys.open_mode else "api keys",
+        "isolation": svc.engine.isolation(),
+    }

@@ -1,0 +1,1 @@
+"""OpenAI wire models (pydantic): request bodies and response objects, no logic."""

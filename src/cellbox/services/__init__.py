@@ -1,0 +1,1 @@
+"""What Cellbox does, independent of HTTP: files, containers, execution, keys, expiry."""

@@ -1,0 +1,225 @@
+"""Containers as OpenAI models them: metadata per project, a sandbox while running, container files,
+idle expiry, and coming back with their files after a server restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from sqlalchemy import delete, select, update
+
+from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound
+from cellbox.ids import container_file_id, container_id, now
+from cellbox.sandbox.engine import Engine
+from cellbox.sandbox.events import ChangedFile
+from cellbox.sandbox.sandbox import Sandbox
+from cellbox.sandbox.workspace import safe_filename
+from cellbox.schemas.containers import CreateContainer
+from cellbox.services.files import Files
+from cellbox.store.db import Database
+from cellbox.store.pages import Order, Page, paginate
+from cellbox.store.tables import ContainerFileRow, ContainerRow
+
+log = logging.getLogger(__name__)
+RUNNING, EXPIRED = "running", "expired"
+
+
+def _is_due(row: ContainerRow, at: int) -> bool:
+    return row.status == RUNNING and row.last_active_at + row.expiry_minutes * 60 <= at
+
+
+class Containers:
+    def __init__(self, db: Database, engine: Engine, files: Files, default_memory: str, expiry_minutes: int) -> None:
+        self._db = db
+        self._engine = engine
+        self._files = files
+        self._default_memory = default_memory if default_memory in ("1g", "4g", "16g", "64g") else "1g"
+        self._expiry_minutes = expiry_minutes
+        self._lock = asyncio.Lock()  # serialises expiry against use
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """After a restart: running containers come back on their workspaces, or expire by the usual rule."""
+        async with self._db.session() as session:
+            rows = list((await session.execute(select(ContainerRow).where(ContainerRow.status == RUNNING))).scalars())
+        for row in rows:
+            try:
+                if _is_due(row, now()) or not row.workspace:
+                    raise Expired("idle too long")
+                await self._engine.create(memory=row.memory_limit, sandbox_id=row.id, workspace=Path(row.workspace))
+            except CellboxError as exc:
+                log.info("container %s does not come back: %s", row.id, exc)
+                await self._expire(row.id)
+
+    async def create(self, project: str, body: CreateContainer) -> ContainerRow:
+        if body.network_policy is not None and body.network_policy.type != "disabled":
+            raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access; "
+                               "use {\"type\": \"disabled\"}", "network_policy")
+        if body.skills:
+            raise InvalidInput("skills are not supported", "skills")
+        sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
+        memory = body.memory_limit or self._default_memory
+        box = await self._engine.create(memory=memory, sandbox_id=container_id())
+        created = now()
+        row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
+                           last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),
+                           expiry_minutes=body.expires_after.minutes if body.expires_after else self._expiry_minutes)
+        try:
+            async with self._db.session() as session, session.begin():
+                session.add(row)
+            for source, data in sources:
+                await self._put(row, box, source.filename, data)
+        except BaseException:
+            await self._forget(row.id)
+            raise
+        return row
+
+    async def _forget(self, cid: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._engine.destroy(cid)
+        async with self._db.session() as session, session.begin():
+            await session.execute(delete(ContainerFileRow).where(ContainerFileRow.container_id == cid))
+            await session.execute(delete(ContainerRow).where(ContainerRow.id == cid))
+
+    async def delete(self, project: str, cid: str) -> None:
+        await self.get(project, cid, touch=False)
+        await self._forget(cid)
+
+    async def _expire(self, cid: str) -> None:
+        """The sandbox and the workspace's data are discarded; the metadata stays."""
+        with contextlib.suppress(NotFound):
+            await self._engine.destroy(cid)
+        async with self._db.session() as session, session.begin():
+            await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
+                                  .values(status=EXPIRED, workspace=None))
+
+    async def expire_due(self) -> int:
+        at = now()
+        async with self._db.session() as session:
+            rows = list((await session.execute(select(ContainerRow).where(ContainerRow.status == RUNNING))).scalars())
+        due = [row.id for row in rows if _is_due(row, at)]
+        async with self._lock:
+            for cid in due:
+                await self._expire(cid)
+        return len(due)
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    async def get(self, project: str, cid: str, touch: bool = True) -> ContainerRow:
+        """A project's container; using it refreshes ``last_active_at`` (an idle one expires first)."""
+        async with self._db.session() as session:
+            row = (await session.execute(select(ContainerRow).where(
+                ContainerRow.id == cid, ContainerRow.project == project))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"Container with id '{cid}' not found.", "container_id")
+        if _is_due(row, now()):
+            async with self._lock:
+                await self._expire(cid)
+            row.status, row.workspace = EXPIRED, None
+        elif touch and row.status == RUNNING:
+            row.last_active_at = now()
+            async with self._db.session() as session, session.begin():
+                await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
+                                      .values(last_active_at=row.last_active_at))
+        return row
+
+    async def list(self, project: str, limit: int, order: Order, after: str | None, name: str | None) -> Page:
+        query = select(ContainerRow).where(ContainerRow.project == project)
+        if name is not None:
+            query = query.where(ContainerRow.name == name)
+        async with self._db.session() as session:
+            return await paginate(session, query, ContainerRow, limit, order, after)
+
+    async def sandbox(self, project: str, cid: str) -> tuple[ContainerRow, Sandbox]:
+        """The running sandbox of a container, or a clear error when it has expired."""
+        row = await self.get(project, cid)
+        if row.status != RUNNING:
+            raise Expired(f"Container {cid} has expired; create a new container (its files are gone).")
+        try:
+            return row, self._engine.get(cid)
+        except NotFound:
+            raise Expired(f"Container {cid} is no longer running; create a new container.") from None
+
+    # --- container files -------------------------------------------------------------------------
+
+    async def _put(self, row: ContainerRow, box: Sandbox, filename: str, data: bytes | BinaryIO) -> ContainerFileRow:
+        path = self._free_path(box, safe_filename(filename))
+        changed = box.upload(path, data)
+        return (await self._register(row.id, [changed], source="user"))[0]
+
+    @staticmethod
+    def _free_path(box: Sandbox, name: str) -> str:
+        taken = {f.path for f in box.files()}
+        stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
+        candidate, n = f"/mnt/data/{name}", 1
+        while candidate in taken:
+            candidate, n = f"/mnt/data/{stem}-{n}{suffix}", n + 1
+        return candidate
+
+    async def add_upload(self, project: str, cid: str, filename: str, data: bytes | BinaryIO) -> ContainerFileRow:
+        row, box = await self.sandbox(project, cid)
+        return await self._put(row, box, filename, data)
+
+    async def add_file(self, project: str, cid: str, fid: str) -> ContainerFileRow:
+        source, data = await self._files.read(project, fid)
+        row, box = await self.sandbox(project, cid)
+        return await self._put(row, box, source.filename, data)
+
+    async def record(self, cid: str, changed: list[ChangedFile], deleted: list[str]) -> list[ContainerFileRow]:
+        """After an execution: new or changed files become container files (source 'assistant')."""
+        async with self._db.session() as session, session.begin():
+            if deleted:
+                await session.execute(delete(ContainerFileRow).where(
+                    ContainerFileRow.container_id == cid, ContainerFileRow.path.in_(deleted)))
+        return await self._register(cid, changed, source="assistant")
+
+    async def _register(self, cid: str, changed: list[ChangedFile], source: str) -> list[ContainerFileRow]:
+        if not changed:
+            return []
+        async with self._db.session() as session, session.begin():
+            existing = {r.path: r for r in (await session.execute(select(ContainerFileRow).where(
+                ContainerFileRow.container_id == cid,
+                ContainerFileRow.path.in_([c.path for c in changed])))).scalars()}
+            rows = []
+            for item in changed:
+                row = existing.get(item.path)
+                if row is None:
+                    row = ContainerFileRow(id=container_file_id(), container_id=cid, path=item.path,
+                                           bytes=item.bytes, source=source, created_at=now())
+                    session.add(row)
+                else:
+                    row.bytes = item.bytes
+                rows.append(row)
+        return rows
+
+    async def list_files(self, project: str, cid: str, limit: int, order: Order, after: str | None) -> Page:
+        await self.get(project, cid)
+        query = select(ContainerFileRow).where(ContainerFileRow.container_id == cid)
+        async with self._db.session() as session:
+            return await paginate(session, query, ContainerFileRow, limit, order, after)
+
+    async def get_file(self, project: str, cid: str, fid: str) -> ContainerFileRow:
+        await self.get(project, cid)
+        async with self._db.session() as session:
+            row = (await session.execute(select(ContainerFileRow).where(
+                ContainerFileRow.id == fid, ContainerFileRow.container_id == cid))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"Container file with id '{fid}' not found.", "file_id")
+        return row
+
+    async def open_file(self, project: str, cid: str, fid: str) -> tuple[ContainerFileRow, BinaryIO]:
+        row = await self.get_file(project, cid, fid)
+        _, box = await self.sandbox(project, cid)
+        return row, box.open(row.path)
+
+    async def delete_file(self, project: str, cid: str, fid: str) -> None:
+        row = await self.get_file(project, cid, fid)
+        _, box = await self.sandbox(project, cid)
+        with contextlib.suppress(NotFound):
+            box.delete_file(row.path)
+        async with self._db.session() as session, session.begin():
+            await session.execute(delete(ContainerFileRow).where(ContainerFileRow.id == fid))

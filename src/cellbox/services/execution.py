@@ -1,0 +1,80 @@
+"""Running code in a container for a caller: outputs in the Responses API's item shapes (``logs``, ``image``),
+and the files the run created or changed registered as container files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cellbox.ids import execution_id
+from cellbox.sandbox.events import Display, Error, Finished, Output, Result, Stream
+from cellbox.schemas.containers import ContainerFile, Execution, ImageOutput, LogsOutput
+from cellbox.services.containers import Containers
+from cellbox.store.tables import ContainerFileRow
+
+STATUS = {"ok": "completed", "error": "failed"}
+
+
+def container_file(row: ContainerFileRow) -> ContainerFile:
+    return ContainerFile(id=row.id, container_id=row.container_id, created_at=row.created_at, bytes=row.bytes,
+                         path=row.path, source=row.source)  # type: ignore[arg-type]
+
+
+def as_item(output: Output) -> LogsOutput | ImageOutput | None:
+    """One engine output as a code_interpreter output item; images become data URLs."""
+    if isinstance(output, Stream):
+        return LogsOutput(logs=output.text)
+    if isinstance(output, Display | Result):
+        if "image/png" in output.data:
+            return ImageOutput(url="data:image/png;base64," + output.data["image/png"])
+        text = output.data.get("text/plain")
+        return LogsOutput(logs=text + "\n") if text else None
+    if isinstance(output, Error):
+        return LogsOutput(logs=output.text + "\n")
+    return None
+
+
+def merged(items: list[LogsOutput | ImageOutput]) -> list[LogsOutput | ImageOutput]:
+    """Adjacent logs become one, as in OpenAI's code_interpreter_call outputs."""
+    out: list[LogsOutput | ImageOutput] = []
+    for item in items:
+        if isinstance(item, LogsOutput) and out and isinstance(out[-1], LogsOutput):
+            out[-1] = LogsOutput(logs=out[-1].logs + item.logs)
+        else:
+            out.append(item)
+    return out
+
+
+@dataclass
+class Update:
+    """One step of a streamed execution: an output item as it happens, or the final execution."""
+
+    item: LogsOutput | ImageOutput | None = None
+    execution: Execution | None = None
+
+
+class Executions:
+    def __init__(self, containers: Containers) -> None:
+        self._containers = containers
+
+    async def stream(self, project: str, cid: str, code: str, timeout: float | None) -> AsyncIterator[Update]:
+        _, box = await self._containers.sandbox(project, cid)
+        items: list[LogsOutput | ImageOutput] = []
+        async for event in box.execute(code, timeout):
+            if isinstance(event, Finished):
+                files = await self._containers.record(cid, event.files, event.deleted)
+                yield Update(execution=Execution(
+                    id=execution_id(), container_id=cid, status=STATUS.get(event.status, event.status),  # type: ignore[arg-type]
+                    outputs=merged(items), files=[container_file(f) for f in files],
+                    restarted=event.restarted, message=event.message))
+                return
+            item = as_item(event)
+            if item is not None:
+                items.append(item)
+                yield Update(item=item)
+
+    async def run(self, project: str, cid: str, code: str, timeout: float | None) -> Execution:
+        async for update in self.stream(project, cid, code, timeout):
+            if update.execution is not None:
+                return update.execution
+        raise RuntimeError("execution ended without a result")  # pragma: no cover

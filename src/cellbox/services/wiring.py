@@ -1,0 +1,58 @@
+"""Build every service from Settings, start them in order, stop them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from cellbox.config import Settings
+from cellbox.sandbox.engine import Engine
+from cellbox.services.auth import Keys, RateLimiter
+from cellbox.services.containers import Containers
+from cellbox.services.execution import Executions
+from cellbox.services.files import Files
+from cellbox.store.blobs import Blobs
+from cellbox.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db = Database(settings.database)
+        self.engine = Engine(settings)
+        self.keys = Keys(self.db)
+        self.rate_limiter = RateLimiter(settings.rate_limit)
+        self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes)
+        self.containers = Containers(self.db, self.engine, self.files, settings.memory_limit,
+                                     settings.container_expiry_minutes)
+        self.executions = Executions(self.containers)
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.db.create_schema()
+        await self.keys.start(self.settings.api_keys)
+        await self.engine.start()
+        await self.containers.restore()
+        self._reaper = asyncio.create_task(self._reap(), name="cellbox-reaper")
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval)
+            try:
+                expired = await self.containers.expire_due()
+                if expired:
+                    log.info("expired %d idle container(s)", expired)
+            except Exception:
+                log.exception("expiring idle containers failed")
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.engine.aclose(keep_workspaces=True)
+        await self.db.aclose()

@@ -1,0 +1,1 @@
+"""Persistence: metadata in SQL (SQLite by default, PostgreSQL optional) and file bytes as blobs on disk."""

@@ -1,0 +1,72 @@
+"""Keys, projects, open local mode and the rate limit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.api.server import Server, check_error, client, raw
+
+
+def test_missing_or_wrong_keys_are_401(server: Server) -> None:
+    with raw(server, key=None) as anonymous:
+        check_error(anonymous.get("/v1/containers"), 401, "api key")
+    with raw(server, key="wrong") as wrong:
+        check_error(wrong.get("/v1/containers"), 401, "incorrect api key")
+    with client(server, "wrong") as sdk, pytest.raises(openai.AuthenticationError):
+        sdk.containers.list()
+
+
+def test_keys_created_by_the_cli_work_at_once_and_are_stored_hashed(server: Server) -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "keys", "create", "--project", "project-a",
+                           "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    with client(server, key) as sdk:
+        sdk.containers.list()
+    assert key.encode() not in (server.data_dir / "cellbox.db").read_bytes()
+
+
+def test_open_local_mode_without_keys(tmp_path: Path) -> None:
+    server = Server(tmp_path, CELLBOX_API_KEYS="").start()
+    try:
+        with raw(server, key=None) as anonymous:
+            assert anonymous.get("/v1/containers").status_code == 200
+            assert "open" in anonymous.get("/health").json()["auth"]
+    finally:
+        server.stop()
+
+
+def test_refuses_to_bind_beyond_loopback_without_keys(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "serve", "--host", "0.0.0.0", "--port", "1",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "CELLBOX_API_KEYS": ""})
+    assert done.returncode == 2
+    assert "without API keys" in done.stderr
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    server = Server(tmp_path, CELLBOX_RATE_LIMIT="3").start()
+    try:
+        with raw(server) as http:
+            statuses = [http.get("/v1/containers").status_code for _ in range(4)]
+            assert statuses[:3] == [200, 200, 200]
+            limited = http.get("/v1/containers")
+            check_error(limited, 429, "rate limit")
+            assert int(limited.headers["retry-after"]) > 0
+        with raw(server, key="key-b") as other:
+            assert other.get("/v1/containers").status_code == 200  # limits are per key
+    finally:
+        server.stop()
+
+
+def test_health_reports_isolation(server: Server) -> None:
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok"
+    assert health["isolation"]["mode"] == "strict"
+    assert "network" in health["isolation"]["namespaces"]
