@@ -120,7 +120,7 @@ class Containers:
             async with self._lock:
                 await self._expire(cid)
             row.status, row.workspace = EXPIRED, None
-        elif touch and row.status == RUNNING:
+        elif touch and row.status == RUNNING and row.last_active_at != now():  # seconds: one write per second
             row.last_active_at = now()
             async with self._db.session() as session, session.begin():
                 await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
@@ -171,8 +171,8 @@ class Containers:
 
     async def record(self, cid: str, changed: list[ChangedFile], deleted: list[str]) -> list[ContainerFileRow]:
         """After an execution: new or changed files become container files (source 'assistant')."""
-        async with self._db.session() as session, session.begin():
-            if deleted:
+        if deleted:
+            async with self._db.session() as session, session.begin():
                 await session.execute(delete(ContainerFileRow).where(
                     ContainerFileRow.container_id == cid, ContainerFileRow.path.in_(deleted)))
         return await self._register(cid, changed, source="assistant")

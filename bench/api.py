@@ -1,0 +1,124 @@
+"""HTTP benchmarks against a real `cellbox serve` on loopback. Run by hand:
+
+    .venv/bin/python bench/api.py [--quick]
+
+Prints p50/p99 of: create container; execute `1+1` round trip; and 50 concurrent clients each creating a
+container and running 20 executions (throughput, errors). Targets: create p50 <= 15 ms, execute p50 <= 3 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (f"p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms  "
+            f"(n={len(ordered)})")
+
+
+async def timed(call) -> float:
+    start = time.perf_counter()
+    await call()
+    return time.perf_counter() - start
+
+
+async def bench(base: str, quick: bool) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+        async def create() -> str:
+            response = await http.post("/v1/containers", json={"name": "bench"})
+            response.raise_for_status()
+            return str(response.json()["id"])
+
+        for _ in range(3):
+            await http.delete(f"/v1/containers/{await create()}")
+        created: list[str] = []
+        samples = []
+        for _ in range(20 if quick else 100):
+            start = time.perf_counter()
+            created.append(await create())
+            samples.append(time.perf_counter() - start)
+        print(f"create container (HTTP)          {percentiles(samples)}")
+        cid = created[0]
+        for _ in range(20):
+            await http.post(f"/v1/containers/{cid}/execute", json={"code": "1+1"})
+        samples = []
+        for _ in range(100 if quick else 500):
+            start = time.perf_counter()
+            response = await http.post(f"/v1/containers/{cid}/execute", json={"code": "1+1"})
+            samples.append(time.perf_counter() - start)
+            assert response.json()["outputs"] == [{"type": "logs", "logs": "2\n"}]
+        print(f"execute 1+1 round trip (HTTP)    {percentiles(samples)}")
+        for box in created:
+            await http.delete(f"/v1/containers/{box}")
+
+    clients, runs = (10, 5) if quick else (50, 20)
+    errors = 0
+    latencies: list[float] = []
+
+    async def one_client() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            response = await http.post("/v1/containers", json={"name": "load"})
+            if response.status_code != 200:
+                errors += 1
+                return
+            cid = response.json()["id"]
+            for i in range(runs):
+                start = time.perf_counter()
+                result = await http.post(f"/v1/containers/{cid}/execute", json={"code": f"{i}*2"})
+                latencies.append(time.perf_counter() - start)
+                if result.status_code != 200 or result.json()["outputs"] != [{"type": "logs", "logs": f"{i*2}\n"}]:
+                    errors += 1
+            await http.delete(f"/v1/containers/{cid}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    total = clients * runs
+    print(f"{clients} clients x {runs} executions: {total / elapsed:7.1f} executions/s over {elapsed:.2f} s, "
+          f"errors {errors}; per execution {percentiles(latencies)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="cellbox-bench-") as data:
+        env = {**os.environ, "CELLBOX_API_KEYS": "", "CELLBOX_LOG_LEVEL": "warning"}
+        server = subprocess.Popen([sys.executable, "-m", "cellbox.cli", "serve", "--port", str(port),
+                                   "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(600):
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            asyncio.run(bench(base, args.quick))
+        finally:
+            server.terminate()
+            server.wait(60)
+
+
+if __name__ == "__main__":
+    main()
