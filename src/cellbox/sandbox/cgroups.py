@@ -48,7 +48,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", attempts: int = 100) -> None:
+def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", attempts: int = 2000) -> None:
     """SIGKILL what is left in a group and remove it; a group that just had an OOM kill stays busy briefly."""
     for _ in range(attempts):
         with contextlib.suppress(FileNotFoundError):
@@ -61,7 +61,7 @@ def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", attempts: in
         except FileNotFoundError:
             return
         except OSError:
-            time.sleep(0.01)
+            time.sleep(0.0005)  # killed processes take a moment to exit; poll rather than sleep long
 
 
 @dataclass

@@ -44,6 +44,7 @@ class Zygote:
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            "JE_ARROW_MALLOC_CONF": "background_thread:false",  # pyarrow would start a thread before we fork
             "PYTHONDONTWRITEBYTECODE": "1",
             "LANG": "C.UTF-8",
         }

@@ -147,8 +147,9 @@ class Containers:
     # --- container files -------------------------------------------------------------------------
 
     async def _put(self, row: ContainerRow, box: Sandbox, filename: str, data: bytes | BinaryIO) -> ContainerFileRow:
-        path = self._free_path(box, safe_filename(filename))
-        changed = box.upload(path, data)
+        # Workspace scans and writes are O(files): off the event loop, so other containers' streams keep flowing.
+        path = await asyncio.to_thread(self._free_path, box, safe_filename(filename))
+        changed = await asyncio.to_thread(box.upload, path, data)
         return (await self._register(row.id, [changed], source="user"))[0]
 
     @staticmethod
@@ -220,6 +221,6 @@ class Containers:
         row = await self.get_file(project, cid, fid)
         _, box = await self.sandbox(project, cid)
         with contextlib.suppress(NotFound):
-            box.delete_file(row.path)
+            await asyncio.to_thread(box.delete_file, row.path)
         async with self._db.session() as session, session.begin():
             await session.execute(delete(ContainerFileRow).where(ContainerFileRow.id == fid))
