@@ -9,8 +9,15 @@ process mapping them, so it depends on how many containers are alive: it is repo
 ``--many`` containers. The host-side monitor process of each container (the parent of its init) is
 reported separately, since it is a per-container cost too.
 
+Creation is measured back to back (create, destroy, create, ...) and paced (100 ms idle between
+iterations, which lets the engine's spare pools refill and the CPUs go idle). The memory checks see
+file-backed pages shared with *any* process mapping the same venv files, so other Cellbox engines or
+test runs on the machine change the template's PSS/USS; each phase line says if others were running.
+
 At the end the plain Jupyter-kernel baseline (bench/jupyter_baseline.py) runs in a subprocess, unless
-``--no-baseline``, and both are printed side by side. ``--json-out FILE`` saves every number.
+``--no-baseline``, and both are printed side by side. ``--json-out FILE`` saves every number,
+``--only ...`` picks benchmarks, ``--many N`` sets the containers-alive-at-once count (0 skips it) and
+``--set FIELD=VALUE`` overrides an engine setting (e.g. ``--set sandbox_disk_quota=off``).
 Every phase is bounded in count and time; nothing uses the network except a container's own loopback.
 """
 
@@ -42,6 +49,7 @@ MIB = 1 << 20
 HERE = Path(__file__).resolve().parent
 PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])"
 IMPORTS = "import pandas, matplotlib.pyplot"
+PACE = 0.1  # seconds between paced creates
 TARGETS = {  # name -> (what is compared, limit, unit)
     "create": ("p50", 15.0, "ms"),
     "create_first_print": ("p50", 25.0, "ms"),
@@ -149,9 +157,56 @@ def zygote_pid(engine: Engine) -> int:
     return pid
 
 
+def spare_volumes(engine: Engine) -> int | None:
+    """How many ready workspace volumes the engine holds (None: no volume pool in this version/config)."""
+    volumes = getattr(engine, "_volumes", None)
+    ready = getattr(volumes, "_ready", None)
+    return len(ready) if isinstance(ready, list) else None
+
+
+def git_state() -> str:
+    """Short commit of the checkout, and whether src/ has uncommitted changes (another engineer may be editing)."""
+    root = HERE.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes in src/' if dirty else ''}"
+
+
 def cpu_load() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def foreign_activity() -> str:
+    """Other test runs or Cellbox engines on this machine (not this benchmark's processes): a noise warning."""
+    mine = {os.getpid()}
+    counts = {"pytest": 0, "other cellbox processes": 0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "pytest" in cmdline:
+            counts["pytest"] += 1
+        elif "cellbox" in cmdline and pid not in mine:
+            ancestor = pid
+            for _ in range(8):  # containers are at most kernel -> init -> monitor -> template -> us
+                ancestor = parent(ancestor)
+                if ancestor in (0, 1) or ancestor in mine:
+                    break
+            if ancestor not in mine:
+                counts["other cellbox processes"] += 1
+    busy = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    return f"others running: {busy}" if busy else ""
 
 
 # --- checks -----------------------------------------------------------------------------------------
@@ -175,11 +230,17 @@ class Failures:
 # --- benchmarks -------------------------------------------------------------------------------------
 
 
-async def bench_create_destroy(engine: Engine, n: int, budget: Budget, failures: Failures) -> dict[str, Any]:
+async def bench_create_destroy(engine: Engine, n: int, budget: Budget, failures: Failures, pace: float = 0.0,
+                               suffix: str = "") -> dict[str, Any]:
+    """create → ready, then destroy; ``pace`` seconds of idle between iterations (lets spare pools refill)."""
     created, destroyed = [], []
+    pool_empty = 0
     for _ in range(n):
         if budget.exhausted():
             break
+        if pace:
+            await asyncio.sleep(pace)
+        pool_empty += spare_volumes(engine) == 0
         t0 = time.perf_counter()
         box = await engine.create()
         t1 = time.perf_counter()
@@ -189,7 +250,8 @@ async def bench_create_destroy(engine: Engine, n: int, budget: Budget, failures:
         t2 = time.perf_counter()
         created.append(t1 - t0)
         destroyed.append(t2 - t1)
-    return {"create": summary(created), "destroy": summary(destroyed)}
+    return {"create" + suffix: summary(created) | {"spare_volume_pool_empty": pool_empty},
+            "destroy" + suffix: summary(destroyed)}
 
 
 async def bench_first_print(engine: Engine, n: int, budget: Budget, failures: Failures) -> dict[str, Any]:
@@ -405,13 +467,16 @@ def raise_nofile(wanted: int) -> tuple[int, int]:
 
 async def phase(label: str, coro: Awaitable[dict[str, Any]], limit: float) -> dict[str, Any]:
     print(f"  {label} ...", end="", flush=True)
+    before = foreign_activity()
     t0 = time.perf_counter()
     try:
         result = await asyncio.wait_for(coro, limit)
     except TimeoutError:
         print(f" TIMED OUT after {limit:g} s", flush=True)
         return {"timed_out": True}
-    print(f" {time.perf_counter() - t0:.1f} s (load {cpu_load()})", flush=True)
+    elapsed, after = time.perf_counter() - t0, foreign_activity()
+    noise = f"; at start {before}; at end {after}" if before or after else ""
+    print(f" {elapsed:.1f} s (load {cpu_load()}{noise})", flush=True)
     return result
 
 
@@ -423,7 +488,9 @@ async def run_engine(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="cellbox-bench-") as tmp:
         t0 = time.perf_counter()
-        async with Engine(Settings(data_dir=Path(tmp))) as engine:
+        overrides = dict(item.split("=", 1) for item in args.set or [])
+        async with Engine(Settings(data_dir=Path(tmp), **overrides)) as engine:
+            results["settings_overrides"] = overrides
             results["engine_start_s"] = time.perf_counter() - t0
             print(f"engine started in {results['engine_start_s']:.2f} s (template preload + self-test)", flush=True)
             for _ in range(5):  # warm-up: page cache, allocator, first cgroup directories
@@ -436,8 +503,11 @@ async def run_engine(args: argparse.Namespace) -> dict[str, Any]:
                 return not only or name in only
 
             if want("create"):
-                results |= await phase(f"create→ready + destroy ×{n_create}",
+                results |= await phase(f"create→ready + destroy ×{n_create}, back to back",
                                        bench_create_destroy(engine, n_create, Budget(120), failures), 300)
+                results |= await phase(f"create→ready + destroy ×{n_create}, {PACE * 1000:.0f} ms apart",
+                                       bench_create_destroy(engine, n_create, Budget(150), failures, PACE, "_paced"),
+                                       300)
             if want("print"):
                 results |= await phase(f"create + first print(1) ×{n_print}",
                                        bench_first_print(engine, n_print, Budget(120), failures), 300)
@@ -540,6 +610,7 @@ def print_side_by_side(results: dict[str, Any], baseline: dict[str, Any]) -> Non
     print("\nCellbox vs a plain Jupyter kernel per container (p50)")
     rows = [
         ("start → ready", p50(results, "create"), p50(baseline, "ready")),
+        (f"start → ready, {PACE * 1000:.0f} ms apart", p50(results, "create_paced"), "-"),
         ("start + first print(1)", p50(results, "create_first_print"), p50(baseline, "ready_first_print")),
         ("1+1 round trip (to idle / Finished)", p50(results, "roundtrip"), p50(baseline, "roundtrip_idle")),
         ("import numpy/pandas/pyplot, fresh session", p50(results, "import_fresh"), p50(baseline, "imports")),
@@ -558,7 +629,8 @@ def print_side_by_side(results: dict[str, Any], baseline: dict[str, Any]) -> Non
 
 def report(results: dict[str, Any], baseline: dict[str, Any] | None) -> None:
     print_latencies(results, [
-        ("create", "create → ready"),
+        ("create", "create → ready (back to back)"),
+        ("create_paced", f"create → ready ({PACE * 1000:.0f} ms apart)"),
         ("create_first_print", "create + first print(1)"),
         ("first_print_only", "  of which: first print(1) execution"),
         ("roundtrip", "1+1 round trip (box.run)"),
@@ -567,8 +639,13 @@ def report(results: dict[str, Any], baseline: dict[str, Any] | None) -> None:
         ("import_fresh", "import pandas, pyplot (fresh container)"),
         ("plot_fresh", "small plot → PNG (fresh container)"),
         ("plot_repeat", "small plot → PNG (same container, repeat)"),
-        ("destroy", "destroy"),
+        ("destroy", "destroy (back to back)"),
+        ("destroy_paced", f"destroy ({PACE * 1000:.0f} ms apart)"),
     ], "latency, ms")
+    for key in ("create", "create_paced"):
+        if results.get(key, {}).get("spare_volume_pool_empty"):
+            print(f"  {key}: the spare workspace-volume pool was empty before "
+                  f"{results[key]['spare_volume_pool_empty']} of {results[key]['n']} creates")
     print_memory(results)
     print_many(results)
     if baseline:
@@ -600,6 +677,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=["create", "print", "roundtrip", "import", "plot", "memory",
                                                       "many"], help="run only these engine benchmarks")
     parser.add_argument("--json-out", type=Path, help="write every number to this file")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                        help="override an engine setting, e.g. --set sandbox_disk_quota=off")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the engine needs root (namespaces and cgroups); run as root")
@@ -608,7 +687,9 @@ def main() -> None:
     print(f"cellbox engine benchmarks: {platform.node()} {os.cpu_count()} cpus, kernel {platform.release()}, "
           f"python {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"RLIMIT_NOFILE {nofile[0]}, load {cpu_load()}", flush=True)
+    print(f"commit {git_state()}; command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     results = asyncio.run(run_engine(args))
+    results["commit"] = git_state()
     baseline = None if args.no_baseline else run_baseline(args.quick)
     report(results, baseline)
     if args.json_out:
