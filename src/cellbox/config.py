@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     reaper_interval: float = Field(30.0, gt=0, description="Seconds between checks for expired containers.")
     memory_limit: str = Field("1g", description="Default memory limit per container (1g, 4g, 16g, 64g).")
     timeout: float = Field(60.0, gt=0, description="Default per-execution timeout in seconds.")
+    warm_pool: int = Field(2, ge=0, le=64, description="Containers kept started ahead of demand (0: none).")
     interrupt_grace: float = Field(3.0, gt=0, description="Seconds an interrupted execution gets to stop.")
     output_limit: int = Field(1 << 20, gt=0, description="Bytes of stdout+stderr kept per execution.")
     disk_quota: str = Field("2g", description="Workspace size limit per container.")

@@ -78,9 +78,12 @@ class ContainerGroup:
     def apply(self, limits: Limits) -> None:
         if self.version == "v1":
             memory = self.dirs["memory"]
+            memsw = memory / "memory.memsw.limit_in_bytes"
+            if memsw.exists():  # memory+swap may never be below memory: lift it before a change, set it after
+                _write(memsw, "-1")
             _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
-            if (memory / "memory.memsw.limit_in_bytes").exists():
-                _write(memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+            if memsw.exists():
+                _write(memsw, str(limits.memory_bytes))
             _write(self.dirs["pids"] / "pids.max", str(limits.pids))
             _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -58,6 +59,10 @@ class Engine:
         self._volumes: Volumes | None = None
         self._read_only: list[str] = []
         self._lifeline: tuple[int, int] | None = None  # containers die when its write end closes
+        self._warm: list[Sandbox] = []
+        self._dead: list[Sandbox] = []
+        self._closing = False
+        self._warming: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -93,6 +98,7 @@ class Engine:
                 await self._volumes.start()
             await self._zygote.start()
             await self._self_test()
+            self._refill_warm()
         except BaseException:
             await self.aclose()
             raise
@@ -112,6 +118,12 @@ class Engine:
     async def aclose(self, keep_workspaces: bool = False) -> None:
         """Stop every container and the template. Workspaces are deleted unless ``keep_workspaces``
         (a server keeps them, to bring its containers back with their files after a restart)."""
+        self._closing = True
+        if self._warming is not None:  # a container being started finishes, then is discarded below
+            with contextlib.suppress(Exception):
+                await self._warming
+        warm, self._warm, self._dead = self._warm + self._dead, [], []
+        await asyncio.gather(*(self._discard(box) for box in warm), return_exceptions=True)
         stop = self.stop if keep_workspaces else self.destroy
         await asyncio.gather(*(stop(box.id) for box in list(self._sandboxes.values())), return_exceptions=True)
         if self._volumes is not None:
@@ -154,16 +166,44 @@ class Engine:
     async def create(self, memory: str | int | None = None, sandbox_id: str | None = None,
                      timeout: float | None = None, workspace: Path | None = None) -> Sandbox:
         """Start a container with an empty workspace, or on ``workspace``, one this engine's data directory
-        kept from before a restart (the files come back, the Python state does not)."""
+        kept from before a restart (the files come back, the Python state does not). A new container without a
+        chosen id comes from the warm pool when one is ready."""
         if self._zygote is None:
             raise SandboxFailure("the engine is not started")
         memory_bytes = parse_size(memory, "memory limit") if memory is not None else self.settings.memory_bytes
         if memory_bytes < 64 << 20:
             raise InvalidInput("memory limit must be at least 64m", "memory_limit")
+        if sandbox_id is None and workspace is None and (box := self._claim_warm(memory_bytes, timeout)):
+            return box
         sandbox_id = sandbox_id or container_id()
         if sandbox_id in self._sandboxes:
             raise InvalidInput(f"container {sandbox_id} already exists", "id")
-        root = await self._workspace_root(sandbox_id, workspace)
+        box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
+        self._hand_out(box)
+        return box
+
+    def _hand_out(self, box: Sandbox) -> None:
+        if self._volumes is not None:
+            self._volumes.claim(box.workspace.root)
+        self._sandboxes[box.id] = box
+
+    async def prune_workspaces(self, keep: set[Path]) -> int:
+        """Delete kept workspaces no container refers to any more (left by a crash mid-create or mid-delete)."""
+        if self._volumes is None:
+            return 0
+        orphans = [p for p in self._volumes.claimed() if p not in keep and p not in
+                   {box.workspace.root for box in self._sandboxes.values()}]
+        for path in orphans:
+            await self._volumes.release(path)
+        return len(orphans)
+
+    def _limits(self, memory_bytes: int, timeout: float | None) -> SandboxLimits:
+        return SandboxLimits(memory_bytes, timeout or self.settings.timeout, self.settings.interrupt_grace,
+                             self.settings.output_limit)
+
+    async def _start_box(self, sandbox_id: str, memory_bytes: int, timeout: float | None,
+                         existing: Path | None) -> Sandbox:
+        root = await self._workspace_root(sandbox_id, existing)
         workspace = Workspace(root, self.settings.sandbox_uid, self.settings.sandbox_gid)
         group = None
         try:
@@ -174,9 +214,7 @@ class Engine:
         except BaseException:
             await self._release_workspace(workspace)
             raise
-        box = Sandbox(sandbox_id, workspace, group,
-                      SandboxLimits(memory_bytes, timeout or self.settings.timeout, self.settings.interrupt_grace,
-                                    self.settings.output_limit),
+        box = Sandbox(sandbox_id, workspace, group, self._limits(memory_bytes, timeout),
                       spawner=lambda: self._spawn(workspace, group.procs_files if group else []))
         try:
             await box.start()
@@ -184,8 +222,42 @@ class Engine:
             await box.close(keep_workspace=True)
             await self._release_workspace(workspace)
             raise
-        self._sandboxes[sandbox_id] = box
         return box
+
+    # --- the warm pool: containers started ahead of demand, limits applied when handed out --------
+
+    def _claim_warm(self, memory_bytes: int, timeout: float | None) -> Sandbox | None:
+        while self._warm:
+            box = self._warm.pop()
+            if not box.alive:
+                self._dead.append(box)  # the refill task cleans it up
+                continue
+            box.configure(self._limits(memory_bytes, timeout),
+                          Limits(memory_bytes, self.settings.pids_limit, self.settings.cpus))
+            self._hand_out(box)
+            self._refill_warm()
+            return box
+        self._refill_warm()
+        return None
+
+    def _refill_warm(self) -> None:
+        if self.settings.warm_pool and not self._closing and (self._warming is None or self._warming.done()):
+            self._warming = asyncio.create_task(self._fill_warm(), name="cellbox-warm-pool")
+
+    async def _fill_warm(self) -> None:
+        while self._dead:
+            await self._discard(self._dead.pop())
+        while not self._closing and self._zygote is not None and len(self._warm) < self.settings.warm_pool:
+            try:
+                box = await self._start_box(container_id(), self.settings.memory_bytes, None, None)
+            except Exception:
+                log.exception("could not start a warm container")
+                return
+            self._warm.append(box)
+
+    async def _discard(self, box: Sandbox) -> None:
+        await box.close(keep_workspace=True)
+        await self._release_workspace(box.workspace)
 
     async def _workspace_root(self, sandbox_id: str, existing: Path | None) -> Path:
         if existing is None:

@@ -106,6 +106,8 @@ class Zygote:
                 await self._send_with_fd(json.dumps(request).encode(), sandbox_end.fileno())
                 sandbox_end.close()
                 reply = await self._receive()
+                while reply.get("id") != request["id"]:  # the answer to a spawn that was cancelled mid-way:
+                    reply = await self._receive()        # its container exits by itself (its channel is closed)
         except BaseException:
             host_end.close()
             sandbox_end.close()

@@ -33,7 +33,7 @@ from cellbox.runtime.protocol import (
     encode,
     parse_length,
 )
-from cellbox.sandbox.cgroups import ContainerGroup
+from cellbox.sandbox.cgroups import ContainerGroup, Limits
 from cellbox.sandbox.events import (
     ChangedFile,
     Display,
@@ -172,6 +172,12 @@ class Sandbox:
             await asyncio.to_thread(self._group.remove)
         if not keep_workspace:
             await asyncio.to_thread(self.workspace.destroy)
+
+    def configure(self, limits: SandboxLimits, group_limits: Limits) -> None:
+        """New limits for a container handed out from the warm pool (its cgroup follows at once)."""
+        if self._group is not None and group_limits.memory_bytes != self.limits.memory_bytes:
+            self._group.apply(group_limits)
+        self.limits = limits
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the running code (the init forwards SIGINT to the session)."""

@@ -47,6 +47,7 @@ class Volumes:
         self._ready: list[Path] = []
         self._refill: asyncio.Task[None] | None = None
         self._mounted: set[Path] = set()
+        self._closing = False
 
     async def start(self) -> None:
         """Check this host can make volumes and format the first spares."""
@@ -98,15 +99,22 @@ class Volumes:
             self._refill = asyncio.create_task(self._fill(), name="cellbox-volumes")
 
     async def _fill(self) -> None:
-        while len(self._ready) < self._spare:
+        while len(self._ready) < self._spare and not self._closing:
             self._ready.append(await self._make())
 
     async def take(self) -> Path:
-        """A fresh, empty, mounted volume owned by the sandbox uid."""
+        """A fresh, empty, mounted volume owned by the sandbox uid (unclaimed until :meth:`claim`)."""
         mount_point = self._ready.pop() if self._ready else await self._make()
-        mount_point.with_suffix(".claimed").touch()
         self._schedule_refill()
         return mount_point
+
+    @staticmethod
+    def claim(mount_point: Path) -> None:
+        """Mark a volume as holding a container's files: it now survives restarts until released."""
+        mount_point.with_suffix(".claimed").touch()
+
+    def claimed(self) -> list[Path]:
+        return sorted(p.with_suffix("") for p in self.directory.glob("vol-*.claimed"))
 
     async def attach(self, mount_point: Path) -> Path:
         """Mount a volume handed out before a restart (it may still be mounted after a crash)."""
@@ -137,9 +145,9 @@ class Volumes:
 
     async def aclose(self) -> None:
         """Delete the spares; volumes still in use at this point are unmounted but kept."""
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
+        self._closing = True
+        if self._refill is not None:  # let a format or mount in flight finish, or it would stay mounted
+            with contextlib.suppress(OSError):
                 await self._refill
         for spare in self._ready:
             with contextlib.suppress(OSError):

@@ -165,6 +165,11 @@ def main() -> None:
     gc.collect()
     gc.freeze()  # keep the collector from dirtying shared pages in every child
     _send(ctrl, {"type": "ready", "pid": os.getpid(), "failed_preloads": failed})
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the host went away: nothing to serve
+        _serve_requests(ctrl, lifeline, seccomp, executor)
+
+
+def _serve_requests(ctrl: socket.socket, lifeline: int, seccomp: bytes, executor: Executor) -> None:
     while True:
         data, fds, _, _ = socket.recv_fds(ctrl, MAX_CONTROL_MESSAGE, 1)
         if not data:

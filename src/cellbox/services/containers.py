@@ -12,7 +12,7 @@ from typing import BinaryIO
 from sqlalchemy import delete, select, update
 
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound
-from cellbox.ids import container_file_id, container_id, now
+from cellbox.ids import container_file_id, now
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import ChangedFile
 from cellbox.sandbox.sandbox import Sandbox
@@ -54,6 +54,11 @@ class Containers:
             except CellboxError as exc:
                 log.info("container %s does not come back: %s", row.id, exc)
                 await self._expire(row.id)
+        async with self._db.session() as session:
+            kept = {Path(w) for w in (await session.execute(select(ContainerRow.workspace).where(
+                ContainerRow.workspace.is_not(None)))).scalars()}
+        if pruned := await self._engine.prune_workspaces(kept):
+            log.info("deleted %d workspace(s) no container refers to", pruned)
 
     async def create(self, project: str, body: CreateContainer) -> ContainerRow:
         if body.network_policy is not None and body.network_policy.type != "disabled":
@@ -63,7 +68,7 @@ class Containers:
             raise InvalidInput("skills are not supported", "skills")
         sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
         memory = body.memory_limit or self._default_memory
-        box = await self._engine.create(memory=memory, sandbox_id=container_id())
+        box = await self._engine.create(memory=memory)
         created = now()
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
                            last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),

@@ -51,6 +51,8 @@ def test_a_crashed_server_comes_back_too(tmp_path: Path) -> None:
         server.start()
         with raw(server) as http:
             assert execute(http, box.id, "print(open('f.txt').read())")["outputs"][0]["logs"] == "f\n"
+        # The crashed server's warm pool and spares were never handed out: only this container's volume is kept.
+        assert len(list((tmp_path / "workspaces").glob("vol-*.claimed"))) == 1
     finally:
         server.stop()
 
