@@ -55,7 +55,15 @@ async def bench(base: str, quick: bool) -> None:
             start = time.perf_counter()
             created.append(await create())
             samples.append(time.perf_counter() - start)
-        print(f"create container (HTTP)          {percentiles(samples)}")
+        print(f"create container (HTTP), b2b     {percentiles(samples)}")
+        paced = []
+        for _ in range(10 if quick else 50):
+            await asyncio.sleep(0.1)
+            start = time.perf_counter()
+            box = await create()
+            paced.append(time.perf_counter() - start)
+            await http.delete(f"/v1/containers/{box}")
+        print(f"create container (HTTP), paced   {percentiles(paced)}")
         cid = created[0]
         for _ in range(20):
             await http.post(f"/v1/containers/{cid}/execute", json={"code": "1+1"})

@@ -32,6 +32,7 @@ SYSTEM_READ_ONLY = ("/usr", "/etc/ld.so.cache", "/etc/alternatives", "/etc/local
                     "/etc/fonts", "/etc/mime.types")
 SHM_SIZE = 64 << 20
 log = logging.getLogger(__name__)
+REFILL_DELAY = 0.05
 NAMESPACES = ["mount", "pid", "network", "ipc", "uts", "cgroup", "user"]
 
 
@@ -245,6 +246,7 @@ class Engine:
             self._warming = asyncio.create_task(self._fill_warm(), name="cellbox-warm-pool")
 
     async def _fill_warm(self) -> None:
+        await asyncio.sleep(REFILL_DELAY)  # let the request that emptied a slot finish before competing for CPU
         while self._dead:
             await self._discard(self._dead.pop())
         while not self._closing and self._zygote is not None and len(self._warm) < self.settings.warm_pool:

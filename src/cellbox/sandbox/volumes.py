@@ -99,6 +99,7 @@ class Volumes:
             self._refill = asyncio.create_task(self._fill(), name="cellbox-volumes")
 
     async def _fill(self) -> None:
+        await asyncio.sleep(0.05)  # after the request that took a volume, not during it
         while len(self._ready) < self._spare and not self._closing:
             self._ready.append(await self._make())
 
