@@ -241,6 +241,15 @@ class Engine:
         self._refill_warm()
         return None
 
+    async def warmed(self) -> None:
+        """Wait for refills under way (containers, then volumes), so tests and benchmarks start steady."""
+        while True:
+            pending = [task for task in (self._warming, self._volumes and self._volumes.filling())
+                       if task is not None and not task.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
     def _refill_warm(self) -> None:
         if self.settings.warm_pool and not self._closing and (self._warming is None or self._warming.done()):
             self._warming = asyncio.create_task(self._fill_warm(), name="cellbox-warm-pool")

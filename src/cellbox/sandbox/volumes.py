@@ -98,6 +98,10 @@ class Volumes:
         if self._refill is None or self._refill.done():
             self._refill = asyncio.create_task(self._fill(), name="cellbox-volumes")
 
+    def filling(self) -> asyncio.Task[None] | None:
+        """The refill under way, if any."""
+        return self._refill if self._refill is not None and not self._refill.done() else None
+
     async def _fill(self) -> None:
         await asyncio.sleep(0.05)  # after the request that took a volume, not during it
         while len(self._ready) < self._spare and not self._closing:
