@@ -60,8 +60,23 @@ class Settings(BaseSettings):
         "on", description="'off' gives workspaces no size limit (no filesystem of their own): weaker."
     )
     sandbox_python: Path = Field(Path(sys.executable), description="Python that runs inside containers.")
+    upstream_base_url: str = Field("", description="OpenAI-style base URL of the model server, ending in /v1 "
+                                   "(vLLM, Ollama, llama.cpp, SGLang, OpenAI). Empty: /v1/responses is off.")
+    upstream_api_key: str = Field("", description="Bearer key sent to the upstream model server (empty: none).")
+    model_aliases: str = Field("", description="Rename requested models for the upstream: "
+                               "'gpt-4.1=qwen3:8b,*=llama3.1' ('*' catches every other name).")
+    upstream_timeout: float = Field(300.0, gt=0, description="Seconds to wait for the upstream's next bytes.")
+    max_tool_calls: int = Field(20, ge=1, le=1000, description="Most code runs one response may make.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """'a=b,*=c' as a mapping; a malformed entry is a configuration error, reported at start."""
+        pairs = [entry.strip() for entry in self.model_aliases.split(",") if entry.strip()]
+        if any(entry.count("=") != 1 or not all(part.strip() for part in entry.split("=")) for entry in pairs):
+            raise InvalidInput(f"invalid CELLBOX_MODEL_ALIASES {self.model_aliases!r}: use 'requested=upstream,...'")
+        return {k.strip(): v.strip() for k, v in (entry.split("=") for entry in pairs)}
 
     @property
     def memory_bytes(self) -> int:

@@ -8,7 +8,9 @@
     ├── NotFound             no such container or file (or not this project's)
     ├── Expired              the container exists but has expired
     ├── SandboxUnavailable   this host cannot provide the isolation we promise (with how to fix it)
-    └── SandboxFailure       a container could not start or broke underneath us
+    ├── SandboxFailure       a container could not start or broke underneath us
+    ├── UpstreamRejected     the model server refused the request (unknown model, context too long)
+    └── UpstreamUnavailable  the model server is not configured, unreachable, too slow or failing
 """
 
 
@@ -51,4 +53,14 @@ class SandboxUnavailable(CellboxError):
 
 
 class SandboxFailure(CellboxError):
+    pass
+
+
+class UpstreamRejected(CellboxError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class UpstreamUnavailable(CellboxError):
     pass

@@ -28,6 +28,18 @@ def execution_id() -> str:
     return new_id("exec_", 32)
 
 
+def response_id() -> str:
+    return new_id("resp_", 48)
+
+
+def message_id() -> str:
+    return new_id("msg_", 48)
+
+
+def call_id() -> str:
+    return new_id("ci_", 48)
+
+
 def now() -> int:
     """Unix seconds, the unit of every ``*_at`` field."""
     return int(time.time())

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from cellbox import __version__
 from cellbox.api import errors
-from cellbox.api.routes import container_files, containers, files, health
+from cellbox.api.routes import container_files, containers, files, health, responses
 from cellbox.config import Settings
 from cellbox.services.wiring import Services
 
@@ -26,10 +26,10 @@ def create_app(settings: Settings) -> FastAPI:
             await services.aclose()
 
     app = FastAPI(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
-                  description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, and "
-                              "Cellbox's own /v1/containers/{id}/execute.")
+                  description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, Responses "
+                              "with the code_interpreter tool, and Cellbox's own /v1/containers/{id}/execute.")
     errors.install(app)
-    for module in (files, containers, container_files):
+    for module in (files, containers, container_files, responses):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -23,6 +23,8 @@ from cellbox.errors import (
     SandboxUnavailable,
     TooLarge,
     Unauthenticated,
+    UpstreamRejected,
+    UpstreamUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ MAPPING: list[tuple[type[CellboxError], int, str, str | None]] = [
     (Expired, 400, "invalid_request_error", "container_expired"),
     (SandboxUnavailable, 503, "server_error", None),
     (SandboxFailure, 500, "server_error", None),
+    (UpstreamRejected, 400, "invalid_request_error", "upstream_error"),
+    (UpstreamUnavailable, 502, "server_error", "upstream_error"),
 ]
 
 

@@ -12,6 +12,9 @@ from cellbox.services.auth import Keys, RateLimiter
 from cellbox.services.containers import Containers
 from cellbox.services.execution import Executions
 from cellbox.services.files import Files
+from cellbox.services.history import History
+from cellbox.services.responses import Responses
+from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import Blobs
 from cellbox.store.db import Database
 
@@ -30,6 +33,10 @@ class Services:
         self.containers = Containers(self.db, self.engine, self.files, settings.memory_limit,
                                      settings.container_expiry_minutes)
         self.executions = Executions(self.containers)
+        self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
+                                 settings.upstream_timeout)
+        self.responses = Responses(History(self.db), self.containers, self.executions, self.files, self.upstream,
+                                   settings.max_tool_calls, settings.timeout)
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,5 +61,7 @@ class Services:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.responses.aclose()
+        await self.upstream.aclose()
         await self.engine.aclose(keep_workspaces=True)
         await self.db.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellbox.errors import InvalidInput
@@ -23,7 +23,8 @@ async def paginate(session: AsyncSession, query: Select[Any], model: Any, limit:
                    after: str | None) -> Page:
     """Rows of ``query`` strictly after the item ``after`` in creation order, at most ``limit`` of them."""
     if after is not None:
-        cursor = (await session.execute(select(model.seq).where(model.id == after))).scalar_one_or_none()
+        # Looked up within the same query, so a cursor never names another project's (or parent's) row.
+        cursor = (await session.execute(query.with_only_columns(model.seq).where(model.id == after))).scalar()
         if cursor is None:
             raise InvalidInput(f"unknown cursor: no item with id {after!r}", "after")
         query = query.where(model.seq > cursor if order == "asc" else model.seq < cursor)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived sequences.
@@ -60,4 +62,31 @@ class ContainerFileRow(Base):
     __table_args__ = (
         UniqueConstraint("container_id", "path"),
         Index("ix_container_files_container_seq", "container_id", "seq"),
+    )
+
+
+class ResponseRow(Base):
+    """A stored response: its status for lookups, and its whole body (with every output, always) as JSON."""
+
+    __tablename__ = "responses"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ResponseItemRow(Base):
+    """One input item of a response, in order; replayed items keep their own ids, so ids repeat across responses."""
+
+    __tablename__ = "response_items"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    response_id: Mapped[str] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (
+        UniqueConstraint("response_id", "id"),
+        Index("ix_response_items_response_seq", "response_id", "seq"),
     )

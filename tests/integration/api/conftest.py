@@ -8,11 +8,20 @@ import openai
 import pytest
 
 from tests.integration.api.server import Server, client, raw
+from tests.upstream import ScriptedUpstream
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("api-data"), CELLBOX_MAX_UPLOAD="4m").start()
+def upstream() -> Iterator[ScriptedUpstream]:
+    """The model server every test's responses talk to; each test scripts replies under its own model name."""
+    with ScriptedUpstream() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("api-data"), CELLBOX_MAX_UPLOAD="4m",
+                     CELLBOX_UPSTREAM_BASE_URL=upstream.url, CELLBOX_UPSTREAM_API_KEY="upstream-secret").start()
     yield running
     running.stop()
 
@@ -42,3 +51,9 @@ def container(sdk: openai.OpenAI) -> Iterator[str]:
     yield created.id
     with contextlib.suppress(openai.NotFoundError):
         sdk.containers.delete(created.id)
+
+
+@pytest.fixture
+def model(request: pytest.FixtureRequest) -> str:
+    """A model name of this test's own, so scripted replies never leak between tests."""
+    return f"model-{request.node.name}"

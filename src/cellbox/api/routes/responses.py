@@ -1,0 +1,68 @@
+"""/v1/responses: create (JSON or server-sent events), retrieve, delete, and list a response's input items."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from cellbox.api.deps import After, Order, Project, Svc
+from cellbox.api.sse import event
+from cellbox.errors import InvalidInput
+from cellbox.schemas.common import Deleted
+from cellbox.schemas.responses import INCLUDABLE, CreateResponse
+from cellbox.services.responses import Run, shown
+
+router = APIRouter(tags=["responses"])
+
+
+def _include(request: Request) -> list[str]:
+    """The SDK sends ``include[]=...``; curl users write ``include=...``."""
+    include = request.query_params.getlist("include[]") + request.query_params.getlist("include")
+    unknown = [name for name in include if name not in INCLUDABLE]
+    if unknown:
+        raise InvalidInput(f"unknown include value(s) {unknown}", "include")
+    return include
+
+
+async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for item in events:
+        yield event(item["type"], item)
+
+
+@router.post("/responses", response_model=None)
+async def create_response(body: CreateResponse, svc: Svc, project: Project) -> dict[str, Any] | StreamingResponse:
+    if not body.stream:
+        return await svc.responses.create(project, body)
+    run: Run = await svc.responses.start(project, body)  # a bad request is a plain 4xx, before the stream
+    return StreamingResponse(_sse(svc.responses.events(run)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/responses/{response_id}")
+async def retrieve_response(response_id: str, request: Request, svc: Svc, project: Project,
+                            stream: Annotated[bool, Query()] = False) -> dict[str, Any]:
+    if stream:
+        raise InvalidInput("replaying a stored response as a stream is not supported; retrieve it as JSON",
+                           "stream")
+    return await svc.responses.get(project, response_id, _include(request))
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(response_id: str, svc: Svc, project: Project) -> Deleted:
+    await svc.responses.delete(project, response_id)
+    return Deleted(id=response_id, object="response")
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str, request: Request, svc: Svc, project: Project, order: Order = "desc", after: After = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    include = _include(request)
+    page = await svc.responses.input_items(project, response_id, limit, order, after)
+    data = [shown(row.body, include) for row in page.rows]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "", "has_more": page.has_more}

@@ -1,0 +1,315 @@
+"""The Responses API with the code_interpreter tool: the request body, its input items, and the response object.
+
+Input items arrive in OpenAI's lenient shapes (a bare string, messages whose ``type`` is optional, earlier output
+items replayed as input); unknown fields are ignored so newer SDKs keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Discriminator, Field, Tag, field_validator
+
+from cellbox.schemas.common import Request, Wire
+from cellbox.schemas.containers import ImageOutput, LogsOutput, MemoryLimit, NetworkPolicy
+
+OUTPUTS = "code_interpreter_call.outputs"
+INCLUDABLE = frozenset({
+    "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+    "message.input_image.image_url", "computer_call_output.output.image_url", OUTPUTS,
+    "reasoning.encrypted_content", "message.output_text.logprobs",
+})
+
+
+# --- input items -------------------------------------------------------------------------------------------------
+
+class InputText(Request):
+    type: Literal["input_text"]
+    text: str
+
+
+class InputImage(Request):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] = "auto"
+
+
+class InputFile(Request):
+    type: Literal["input_file"]
+    file_id: str | None = None
+    file_url: str | None = None
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class OutputTextIn(Request):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RefusalIn(Request):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[InputText | InputImage | InputFile | OutputTextIn | RefusalIn, Field(discriminator="type")]
+
+
+class MessageIn(Request):
+    type: Literal["message"] = "message"
+    id: str | None = None
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+
+
+class CodeInterpreterCallIn(Request):
+    """An earlier ``code_interpreter_call`` replayed as input (as the SDK does when a caller keeps the history)."""
+
+    type: Literal["code_interpreter_call"]
+    id: str
+    code: str | None = None
+    container_id: str
+    outputs: list[LogsOutput | ImageOutput] | None = None
+    status: str = "completed"
+
+
+class ItemReference(Request):
+    type: Literal["item_reference"]
+    id: str
+
+
+def _item_type(value: Any) -> str:
+    """Messages may leave out ``type``; every other item names its own."""
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
+    return str(kind)
+
+
+InputItem = Annotated[
+    Annotated[MessageIn, Tag("message")]
+    | Annotated[CodeInterpreterCallIn, Tag("code_interpreter_call")]
+    | Annotated[ItemReference, Tag("item_reference")],
+    Discriminator(_item_type),
+]
+
+
+# --- tools -------------------------------------------------------------------------------------------------------
+
+class AutoContainer(Request):
+    type: Literal["auto"]
+    file_ids: Annotated[list[str], Field(max_length=50)] = Field(default_factory=list)
+    memory_limit: MemoryLimit | None = None
+    network_policy: NetworkPolicy | None = None
+
+
+class CodeInterpreterTool(Request):
+    type: Literal["code_interpreter"]
+    container: str | AutoContainer
+
+
+class HostedToolChoice(Request):
+    type: Literal["code_interpreter"]
+
+
+ToolChoice = Literal["none", "auto", "required"] | HostedToolChoice
+
+
+# --- the request -------------------------------------------------------------------------------------------------
+
+class CreateResponse(Request):
+    model: Annotated[str, Field(min_length=1)]
+    input: str | list[InputItem] = Field(default_factory=list)
+    instructions: str | None = None
+    tools: list[CodeInterpreterTool] = Field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    include: list[str] = Field(default_factory=list)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool = True
+    max_output_tokens: Annotated[int, Field(ge=16)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    reasoning: dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+    background: bool | None = None
+    conversation: Any = None
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _only_code_interpreter(cls, tools: Any) -> Any:
+        for tool in tools if isinstance(tools, list) else []:
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind != "code_interpreter":
+                raise ValueError(f"tool type {kind!r} is not supported: Cellbox serves the 'code_interpreter' tool")
+        return tools
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _known_tool_choice(cls, choice: Any) -> Any:
+        if isinstance(choice, dict) and choice.get("type") != "code_interpreter":
+            raise ValueError("tool_choice must be 'none', 'auto', 'required' or {\"type\": \"code_interpreter\"}")
+        return choice
+
+    @field_validator("include")
+    @classmethod
+    def _known_includes(cls, include: list[str]) -> list[str]:
+        unknown = [name for name in include if name not in INCLUDABLE]
+        if unknown:
+            raise ValueError(f"unknown include value(s) {unknown}; use {OUTPUTS!r}")
+        return include
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata is None:
+            return None
+        if len(metadata) > 16:
+            raise ValueError("at most 16 metadata pairs")
+        for key, value in metadata.items():
+            if len(key) > 64 or len(value) > 512:
+                raise ValueError(f"metadata key {key[:64]!r}: keys are at most 64 characters, values at most 512")
+        return metadata
+
+    @field_validator("background")
+    @classmethod
+    def _no_background(cls, background: bool | None) -> bool | None:
+        if background:
+            raise ValueError("background responses are not supported; use stream=true for long runs")
+        return background
+
+    @field_validator("conversation")
+    @classmethod
+    def _no_conversation(cls, conversation: Any) -> Any:
+        if conversation is not None:
+            raise ValueError("conversations are not supported; chain responses with previous_response_id")
+        return conversation
+
+
+# --- the response ------------------------------------------------------------------------------------------------
+
+class CodeInterpreterCall(Wire):
+    type: Literal["code_interpreter_call"] = "code_interpreter_call"
+    id: str
+    status: Literal["in_progress", "interpreting", "completed", "incomplete", "failed"]
+    container_id: str
+    code: str | None
+    outputs: list[LogsOutput | ImageOutput] | None
+
+
+class ContainerFileCitation(Wire):
+    type: Literal["container_file_citation"] = "container_file_citation"
+    container_id: str
+    file_id: str
+    filename: str
+    start_index: int
+    end_index: int
+
+
+class OutputText(Wire):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[ContainerFileCitation] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(Wire):
+    type: Literal["message"] = "message"
+    id: str
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[OutputText]
+
+
+OutputItem = Annotated[CodeInterpreterCall | OutputMessage, Field(discriminator="type")]
+
+
+class InputTokensDetails(Wire):
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class OutputTokensDetails(Wire):
+    reasoning_tokens: int = 0
+
+
+class Usage(Wire):
+    input_tokens: int = 0
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int = 0
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            input_tokens_details=InputTokensDetails(
+                cached_tokens=self.input_tokens_details.cached_tokens + other.input_tokens_details.cached_tokens),
+            output_tokens=self.output_tokens + other.output_tokens,
+            output_tokens_details=OutputTokensDetails(
+                reasoning_tokens=self.output_tokens_details.reasoning_tokens
+                + other.output_tokens_details.reasoning_tokens),
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class ResponseError(Wire):
+    code: str
+    message: str
+
+
+class IncompleteDetails(Wire):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class Response(Wire):
+    omit_when_none: ClassVar[frozenset[str]] = frozenset({"usage", "user", "text"})
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["completed", "failed", "in_progress", "incomplete"]
+    completed_at: int | None = None
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    model: str
+    output: list[OutputItem] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any] = Field(default_factory=lambda: {"effort": None, "summary": None})
+    store: bool = True
+    temperature: float | None = 1.0
+    text: dict[str, Any] | None = None
+    tool_choice: ToolChoice = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    top_p: float | None = 1.0
+    truncation: Literal["auto", "disabled"] = "disabled"
+    usage: Usage | None = None
+    user: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    background: bool = False
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    service_tier: str | None = None
+
+
+class InputMessage(Wire):
+    """A stored input message as ``GET /v1/responses/{id}/input_items`` lists it."""
+
+    type: Literal["message"] = "message"
+    id: str
+    role: Literal["user", "assistant", "system", "developer"]
+    status: Literal["completed"] = "completed"
+    content: list[dict[str, Any]]

@@ -1,0 +1,94 @@
+"""Stored responses: what ``GET /v1/responses/{id}`` returns, what ``previous_response_id`` continues from, and
+the input items ``/input_items`` lists. Outputs are always stored whole; callers hide them unless included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from cellbox.errors import NotFound
+from cellbox.store.db import Database
+from cellbox.store.pages import Order, Page, paginate
+from cellbox.store.tables import ResponseItemRow, ResponseRow
+
+MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
+
+
+@dataclass
+class Context:
+    """Everything earlier in a conversation, oldest first: input and output items, and the exact text each code
+    run gave the model (so a continued conversation shows the model what it saw the first time)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    tool_results: dict[str, str] = field(default_factory=dict)
+
+
+class History:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def begin(self, project: str, response: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
+        row = ResponseRow(id=response["id"], project=project, created_at=response["created_at"],
+                          status=response["status"], previous_response_id=response.get("previous_response_id"),
+                          body={"response": response, "tool_results": {}})
+        async with self._db.session() as session, session.begin():
+            session.add(row)
+            await session.flush()
+            session.add_all(ResponseItemRow(id=item["id"], response_id=row.id, body=item) for item in inputs)
+
+    async def finish(self, response: dict[str, Any], tool_results: dict[str, str]) -> None:
+        async with self._db.session() as session, session.begin():
+            await session.execute(update(ResponseRow).where(ResponseRow.id == response["id"]).values(
+                status=response["status"], body={"response": response, "tool_results": tool_results}))
+
+    async def discard(self, rid: str) -> None:
+        async with self._db.session() as session, session.begin():
+            await session.execute(delete(ResponseItemRow).where(ResponseItemRow.response_id == rid))
+            await session.execute(delete(ResponseRow).where(ResponseRow.id == rid))
+
+    async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
+        async with self._db.session() as session:
+            row = (await session.execute(select(ResponseRow).where(
+                ResponseRow.id == rid, ResponseRow.project == project))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"Response with id '{rid}' not found.", param)
+        return row
+
+    async def get(self, project: str, rid: str) -> dict[str, Any]:
+        return dict((await self._row(project, rid)).body["response"])
+
+    async def delete(self, project: str, rid: str) -> None:
+        await self._row(project, rid)
+        await self.discard(rid)
+
+    async def context(self, project: str, rid: str) -> Context:
+        """The conversation up to and including response ``rid``; a deleted ancestor ends the chain there."""
+        chain: list[tuple[ResponseRow, list[dict[str, Any]]]] = []
+        seen: set[str] = set()
+        next_id: str | None = rid
+        while next_id and next_id not in seen and len(chain) < MAX_CHAIN:
+            seen.add(next_id)
+            try:
+                row = await self._row(project, next_id, "previous_response_id")
+            except NotFound:
+                if not chain:
+                    raise
+                break
+            async with self._db.session() as session:
+                inputs = [r.body for r in (await session.execute(select(ResponseItemRow).where(
+                    ResponseItemRow.response_id == row.id).order_by(ResponseItemRow.seq))).scalars()]
+            chain.append((row, inputs))
+            next_id = row.previous_response_id
+        context = Context()
+        for row, inputs in reversed(chain):
+            context.items += inputs + list(row.body["response"].get("output") or [])
+            context.tool_results.update(row.body.get("tool_results") or {})
+        return context
+
+    async def input_items(self, project: str, rid: str, limit: int, order: Order, after: str | None) -> Page:
+        await self._row(project, rid)
+        query = select(ResponseItemRow).where(ResponseItemRow.response_id == rid)
+        async with self._db.session() as session:
+            return await paginate(session, query, ResponseItemRow, limit, order, after)

@@ -1,0 +1,521 @@
+"""The Responses API loop: ask the model, run the code it writes in a container, feed the output back, repeat
+until it answers in text; every step is a wire event (§6.3 of the reference), whether the client streams or not.
+
+``start`` checks everything that can be checked up front, so a bad request is a plain 4xx and leaves nothing
+behind. After that, failures end the response cleanly (``status: failed`` with an error) and keep what it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import mimetypes
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
+from cellbox.ids import call_id, message_id, now, response_id
+from cellbox.schemas.containers import ContainerFile, CreateContainer, LogsOutput
+from cellbox.schemas.responses import (
+    OUTPUTS,
+    AutoContainer,
+    CodeInterpreterCall,
+    CodeInterpreterCallIn,
+    ContainerFileCitation,
+    CreateResponse,
+    IncompleteDetails,
+    InputFile,
+    InputImage,
+    ItemReference,
+    MessageIn,
+    OutputMessage,
+    OutputText,
+    Response,
+    ResponseError,
+    Usage,
+)
+from cellbox.services.arguments import CodeStream, code_from_arguments
+from cellbox.services.citations import cite
+from cellbox.services.containers import Containers
+from cellbox.services.conversation import call_messages, chat_messages, python_tool, tool_result
+from cellbox.services.execution import Executions
+from cellbox.services.files import Files
+from cellbox.services.history import History
+from cellbox.services.upstream import ArgumentsDelta, CallStarted, TextDelta, ToolCall, Turn, Upstream
+from cellbox.store.pages import Order, Page
+
+log = logging.getLogger(__name__)
+
+CALL_STATUS = {"completed": "completed", "failed": "completed", "timeout": "incomplete",
+               "out_of_memory": "failed", "crashed": "failed"}
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def shown(item: dict[str, Any], include: list[str]) -> dict[str, Any]:
+    """An output item as a caller sees it: code outputs only when asked for with ``include``."""
+    if item.get("type") == "code_interpreter_call" and OUTPUTS not in include:
+        return {**item, "outputs": None}
+    return item
+
+
+def shown_response(response: dict[str, Any], include: list[str]) -> dict[str, Any]:
+    return {**response, "output": [shown(item, include) for item in response.get("output") or []]}
+
+
+@dataclass
+class _Call:
+    item: CodeInterpreterCall
+    index: int  # in response.output
+    call: ToolCall | None = None
+    code: CodeStream = field(default_factory=CodeStream)
+
+
+@dataclass
+class _Message:
+    item: OutputMessage
+    index: int
+    text: str = ""
+
+
+@dataclass
+class Run:
+    """One response being made: its request, the growing response object, and the conversation so far."""
+
+    project: str
+    body: CreateResponse
+    response: Response
+    inputs: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    container_id: str | None = None
+    auto: AutoContainer | None = None
+    made_container: bool = False
+    tool_results: dict[str, str] = field(default_factory=dict)
+    generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
+    calls_made: int = 0
+    sequence: int = 0
+    message: _Message | None = None
+    calls: list[_Call] = field(default_factory=list)  # this turn's
+    finished: bool = False
+
+    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self.sequence += 1
+        return {"type": kind, "sequence_number": self.sequence - 1, **fields}
+
+    def snapshot(self) -> dict[str, Any]:
+        return shown_response(self.response.model_dump(), self.body.include)
+
+    def item(self, model: CodeInterpreterCall | OutputMessage) -> dict[str, Any]:
+        return shown(model.model_dump(), self.body.include)
+
+
+class Responses:
+    def __init__(self, history: History, containers: Containers, executions: Executions, files: Files,
+                 upstream: Upstream, max_tool_calls: int, timeout: float) -> None:
+        self._history = history
+        self._containers = containers
+        self._executions = executions
+        self._files = files
+        self._upstream = upstream
+        self._max_tool_calls = max_tool_calls
+        self._timeout = timeout
+        self._closing: set[asyncio.Task[None]] = set()
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    async def get(self, project: str, rid: str, include: list[str]) -> dict[str, Any]:
+        return shown_response(await self._history.get(project, rid), include)
+
+    async def delete(self, project: str, rid: str) -> None:
+        await self._history.delete(project, rid)
+
+    async def input_items(self, project: str, rid: str, limit: int, order: Order, after: str | None) -> Page:
+        return await self._history.input_items(project, rid, limit, order, after)
+
+    # --- starting ----------------------------------------------------------------------------------------------
+
+    async def start(self, project: str, body: CreateResponse) -> Run:
+        """Everything that can fail because of the request, checked before anything is made or streamed."""
+        if not self._upstream.configured:
+            raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
+                                   "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
+        if len(body.tools) > 1:
+            raise InvalidInput("give at most one code_interpreter tool", "tools")
+        tool = body.tools[0] if body.tools else None
+        if tool is None and body.tool_choice not in ("auto", "none"):
+            raise InvalidInput("tool_choice asks for the code_interpreter tool, but tools has none", "tool_choice")
+        auto = tool.container if tool is not None and isinstance(tool.container, AutoContainer) else None
+        if auto is not None and auto.network_policy is not None and auto.network_policy.type != "disabled":
+            raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access",
+                               "tools.0.container.network_policy")
+        context = (await self._history.context(project, body.previous_response_id)
+                   if body.previous_response_id else None)
+        earlier = context.items if context else []
+        inputs = await self._inputs(project, body.input, has_tool=tool is not None)
+        images = await self._images(project, earlier + inputs)
+        response = Response(
+            id=response_id(), created_at=now(), status="in_progress", instructions=body.instructions,
+            max_output_tokens=body.max_output_tokens, max_tool_calls=body.max_tool_calls, model=body.model,
+            parallel_tool_calls=body.parallel_tool_calls, previous_response_id=body.previous_response_id,
+            reasoning=body.reasoning or {"effort": None, "summary": None}, store=body.store,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p, text=body.text or {"format": {"type": "text"}},
+            tool_choice=body.tool_choice, tools=[t.model_dump(exclude_none=True) for t in body.tools],
+            truncation=body.truncation or "disabled", user=body.user, metadata=body.metadata or {},
+            safety_identifier=body.safety_identifier, prompt_cache_key=body.prompt_cache_key,
+            service_tier=body.service_tier)
+        run = Run(project, body, response, inputs,
+                  chat_messages(body.instructions, earlier + inputs, context.tool_results if context else {}, images),
+                  auto=auto)
+        if tool is not None and auto is None:
+            run.container_id = str(tool.container)
+            await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
+        elif auto is not None:
+            run.container_id = await self._reusable(project, earlier + inputs)
+        try:
+            await self._attach(run, tool_files=auto.file_ids if auto else [])
+        except BaseException:
+            await self._abandon(run)
+            raise
+        return run
+
+    async def _inputs(self, project: str, given: str | list[Any], has_tool: bool) -> list[dict[str, Any]]:
+        """The request's input items as stored and listed: every item with an id, messages with content parts."""
+        if isinstance(given, str):
+            return [{"type": "message", "id": message_id(), "role": "user", "status": "completed",
+                     "content": [{"type": "input_text", "text": given}]}]
+        items = []
+        for n, item in enumerate(given):
+            if isinstance(item, ItemReference):
+                raise InvalidInput("item_reference inputs are not supported; send the items themselves, or "
+                                   "continue with previous_response_id", f"input.{n}")
+            if isinstance(item, CodeInterpreterCallIn):
+                items.append(item.model_dump())
+                continue
+            assert isinstance(item, MessageIn)
+            parts = ([{"type": "input_text" if item.role != "assistant" else "output_text", "text": item.content}]
+                     if isinstance(item.content, str) else [p.model_dump(exclude_none=True) for p in item.content])
+            for k, part in enumerate(item.content if isinstance(item.content, list) else []):
+                where = f"input.{n}.content.{k}"
+                if isinstance(part, InputFile):
+                    parts[k] = await self._input_file(project, part, has_tool, where)
+                elif isinstance(part, InputImage) and not part.image_url and not part.file_id:
+                    raise InvalidInput("input_image needs an image_url or a file_id", where)
+            items.append({"type": "message", "id": item.id or message_id(), "role": item.role,
+                          "status": "completed", "content": parts})
+        return items
+
+    async def _input_file(self, project: str, part: InputFile, has_tool: bool, where: str) -> dict[str, Any]:
+        if not has_tool:
+            raise InvalidInput("input_file needs the code_interpreter tool: files are put in its container", where)
+        if part.file_url:
+            raise InvalidInput("input_file.file_url is not supported (containers have no network); upload the "
+                               "file with POST /v1/files and send its file_id", where)
+        if part.file_id:
+            row = await self._files.get(project, part.file_id)
+            return {"type": "input_file", "file_id": row.id, "filename": row.filename}
+        if part.file_data and part.filename:
+            try:
+                base64.b64decode(part.file_data.split(",", 1)[-1], validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput("input_file.file_data must be base64", where) from None
+            return {"type": "input_file", "filename": part.filename, "file_data": part.file_data}
+        raise InvalidInput("input_file needs a file_id, or file_data with a filename", where)
+
+    async def _images(self, project: str, items: list[dict[str, Any]]) -> dict[str, str]:
+        """Data URLs for images sent by file id (the upstream cannot read our Files API)."""
+        urls = {}
+        for item in items:
+            for part in item.get("content") or [] if item.get("type") == "message" else []:
+                fid = part.get("file_id") if isinstance(part, dict) and part.get("type") == "input_image" else None
+                if fid and fid not in urls and not part.get("image_url"):
+                    row, data = await self._files.read(project, fid)
+                    mime = mimetypes.guess_type(row.filename)[0] or "image/png"
+                    urls[fid] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        return urls
+
+    async def _reusable(self, project: str, items: list[dict[str, Any]]) -> str | None:
+        """Auto mode reuses the container of the latest code run in the conversation, while it is running."""
+        for item in reversed(items):
+            if item.get("type") == "code_interpreter_call" and item.get("container_id"):
+                try:
+                    await self._containers.sandbox(project, item["container_id"])
+                    return str(item["container_id"])
+                except CellboxError:
+                    return None
+        return None
+
+    async def _container(self, run: Run) -> str:
+        if run.container_id is None:
+            auto = run.auto or AutoContainer(type="auto")
+            row = await self._containers.create(run.project, CreateContainer(
+                name=f"auto: {run.response.id}", memory_limit=auto.memory_limit))
+            run.container_id, run.made_container = row.id, True
+        return run.container_id
+
+    async def _attach(self, run: Run, tool_files: list[str]) -> None:
+        """Put the tool's files and the input's files into the container (once: a name already there is kept)."""
+        attached = [part for item in run.inputs if item["type"] == "message" for part in item["content"]
+                    if part.get("type") == "input_file"]
+        if not tool_files and not attached:
+            return
+        cid = await self._container(run)
+        _, box = await self._containers.sandbox(run.project, cid)
+        present = {f.path.removeprefix("/mnt/data/") for f in await asyncio.to_thread(box.files)}
+        names = []
+        for fid in dict.fromkeys(tool_files):
+            row = await self._files.get(run.project, fid)
+            if row.filename not in present:
+                await self._containers.add_file(run.project, cid, fid)
+                present.add(row.filename)
+            names.append(row.filename)
+        for part in attached:
+            if part["filename"] in present:
+                continue
+            if part.get("file_id"):
+                await self._containers.add_file(run.project, cid, part["file_id"])
+            else:
+                data = base64.b64decode(part["file_data"].split(",", 1)[-1])
+                await self._containers.add_upload(run.project, cid, part["filename"], data)
+            present.add(part["filename"])
+        if names:
+            note = "Files available in /mnt/data: " + ", ".join(f"/mnt/data/{n}" for n in names)
+            at = 1 if run.messages and run.messages[0]["role"] == "system" else 0
+            run.messages.insert(at, {"role": "system", "content": note})
+
+    async def _abandon(self, run: Run) -> None:
+        """A response that made nothing leaves nothing: its auto container goes, its stored row too."""
+        if run.made_container and run.container_id is not None:
+            with contextlib.suppress(CellboxError):
+                await self._containers.delete(run.project, run.container_id)
+            run.made_container = False
+
+    # --- running -----------------------------------------------------------------------------------------------
+
+    async def create(self, project: str, body: CreateResponse) -> dict[str, Any]:
+        """A whole response at once. A failure before anything was produced is an HTTP error, not a response."""
+        run = await self.start(project, body)
+        final: dict[str, Any] = {}
+        async for event in self.events(run, raise_early=True):
+            if "response" in event:
+                final = event["response"]
+        return final
+
+    async def events(self, run: Run, raise_early: bool = False) -> AsyncIterator[dict[str, Any]]:
+        if run.body.store:
+            await self._history.begin(run.project, run.response.model_dump(), run.inputs)
+        try:
+            yield run.event("response.created", response=run.snapshot())
+            yield run.event("response.in_progress", response=run.snapshot())
+            async for event in self._loop(run):
+                yield event
+        except Exception as exc:
+            if raise_early and not run.response.output:
+                await self._abandon(run)
+                if run.body.store:
+                    await self._history.discard(run.response.id)
+                run.finished = True
+                raise
+            if not isinstance(exc, CellboxError):
+                log.exception("response %s failed", run.response.id, exc_info=exc)
+            async for event in self._fail(run, exc):
+                yield event
+        finally:
+            if not run.finished:  # the client went away mid-stream: record how far it got
+                run.response.status = "incomplete"
+                task = asyncio.create_task(self._finish(run))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def _finish(self, run: Run) -> None:
+        run.finished = True
+        if run.body.store:
+            await self._history.finish(run.response.model_dump(), run.tool_results)
+
+    def _choice(self, run: Run, turn: int) -> Any:
+        if run.calls_made >= self._budget(run):
+            return "none"
+        choice = run.body.tool_choice
+        if turn == 0 and choice == "required":
+            return "required"
+        if turn == 0 and not isinstance(choice, str):
+            return {"type": "function", "function": {"name": "python"}}
+        return choice if choice in ("auto", "none") else "auto"
+
+    def _budget(self, run: Run) -> int:
+        return min(run.body.max_tool_calls or self._max_tool_calls, self._max_tool_calls)
+
+    def _request(self, run: Run, turn: int) -> dict[str, Any]:
+        body = run.body
+        request: dict[str, Any] = {"model": body.model, "messages": run.messages}
+        if body.tools:
+            request["tools"] = [python_tool(self._timeout)]
+            request["tool_choice"] = self._choice(run, turn)
+        if body.temperature is not None:
+            request["temperature"] = body.temperature
+        if body.top_p is not None:
+            request["top_p"] = body.top_p
+        if body.max_output_tokens is not None:
+            request["max_tokens"] = body.max_output_tokens
+        fmt = (body.text or {}).get("format") or {}
+        if fmt.get("type") == "json_schema":
+            request["response_format"] = {"type": "json_schema", "json_schema": {
+                k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
+        elif fmt.get("type") == "json_object":
+            request["response_format"] = {"type": "json_object"}
+        return request
+
+    async def _loop(self, run: Run) -> AsyncIterator[dict[str, Any]]:
+        usage = Usage()
+        for turn_number in range(self._budget(run) + 2):
+            turn = Turn()
+            run.calls = []
+            async for event in self._upstream.turn(self._request(run, turn_number), run.body.stream):
+                if isinstance(event, TextDelta):
+                    for out in self._text(run, event.text):
+                        yield out
+                elif isinstance(event, CallStarted):
+                    for out in self._close_message(run, final=False):
+                        yield out
+                    async for out in self._open_call(run):
+                        yield out
+                elif isinstance(event, ArgumentsDelta):
+                    if event.index < len(run.calls):
+                        state = run.calls[event.index]
+                        if piece := state.code.feed(event.text):
+                            state.item.code = (state.item.code or "") + piece
+                            yield run.event("response.code_interpreter_call_code.delta", output_index=state.index,
+                                            item_id=state.item.id, delta=piece)
+                else:
+                    turn = event
+            usage = usage + turn.usage
+            run.response.usage = usage
+            if not turn.calls:
+                for out in self._close_message(run, final=True, finish_reason=turn.finish_reason):
+                    yield out
+                break
+            for out in self._close_message(run, final=False):
+                yield out
+            if turn.text.strip():
+                run.messages.append({"role": "assistant", "content": turn.text.strip()})
+            for state, call in zip(run.calls, turn.calls, strict=False):
+                state.call = call
+                async for out in self._execute(run, state):
+                    yield out
+            run.calls = []
+        else:
+            log.warning("response %s: the model kept calling the tool after its budget", run.response.id)
+        run.response.status = run.response.status if run.response.status == "incomplete" else "completed"
+        run.response.completed_at = now()
+        await self._finish(run)
+        kind = "response.incomplete" if run.response.status == "incomplete" else "response.completed"
+        yield run.event(kind, response=run.snapshot())
+
+    def _text(self, run: Run, text: str) -> list[dict[str, Any]]:
+        events = []
+        if run.message is None:
+            if not text.strip():
+                return []  # whitespace before a tool call is not a message
+            text = text.lstrip()
+            item = OutputMessage(id=message_id(), status="in_progress", content=[])
+            run.message = _Message(item, len(run.response.output))
+            run.response.output.append(item)
+            events.append(run.event("response.output_item.added", output_index=run.message.index,
+                                    item=run.item(item)))
+            item.content.append(OutputText(text=""))
+            events.append(run.event("response.content_part.added", item_id=item.id, output_index=run.message.index,
+                                    content_index=0, part=OutputText(text="").model_dump()))
+        run.message.text += text
+        run.message.item.content[0].text = run.message.text
+        events.append(run.event("response.output_text.delta", item_id=run.message.item.id,
+                                output_index=run.message.index, content_index=0, delta=text, logprobs=[]))
+        return events
+
+    def _close_message(self, run: Run, final: bool, finish_reason: str | None = None,
+                       status: str = "completed") -> list[dict[str, Any]]:
+        message, run.message = run.message, None
+        if message is None:
+            return []
+        item, where = message.item, {"item_id": message.item.id, "output_index": message.index, "content_index": 0}
+        part = item.content[0]
+        if final and run.container_id is not None:
+            files = [(f.id, f.path) for f in run.generated.values()]
+            part.annotations = [ContainerFileCitation(container_id=run.container_id, file_id=c.file_id,
+                                                      filename=c.filename, start_index=c.start, end_index=c.end)
+                                for c in cite(part.text, files)]
+        if finish_reason in INCOMPLETE:
+            status = "incomplete"
+            run.response.status = "incomplete"
+            run.response.incomplete_details = IncompleteDetails(reason=INCOMPLETE[finish_reason])  # type: ignore[arg-type]
+        item.status = status  # type: ignore[assignment]
+        events = [run.event("response.output_text.done", **where, text=part.text, logprobs=[])]
+        events += [run.event("response.output_text.annotation.added", **where, annotation_index=n,
+                             annotation=a.model_dump()) for n, a in enumerate(part.annotations)]
+        events.append(run.event("response.content_part.done", **where, part=part.model_dump()))
+        events.append(run.event("response.output_item.done", output_index=message.index, item=run.item(item)))
+        return events
+
+    async def _open_call(self, run: Run) -> AsyncIterator[dict[str, Any]]:
+        container = await self._container(run)
+        item = CodeInterpreterCall(id=call_id(), status="in_progress", container_id=container, code="", outputs=None)
+        state = _Call(item, len(run.response.output))
+        run.calls.append(state)
+        run.response.output.append(item)
+        yield run.event("response.output_item.added", output_index=state.index, item=run.item(item))
+        yield run.event("response.code_interpreter_call.in_progress", output_index=state.index, item_id=item.id)
+
+    async def _execute(self, run: Run, state: _Call) -> AsyncIterator[dict[str, Any]]:
+        item, where = state.item, {"output_index": state.index, "item_id": state.item.id}
+        assert state.call is not None
+        code, problem = code_from_arguments(state.call.arguments)
+        if problem is None and run.calls_made >= self._budget(run):
+            problem = f"not run: this response reached its limit of {self._budget(run)} code runs"
+        if code is None or problem is not None:
+            item.code, item.status = code if code is not None else state.call.arguments, "failed"
+            item.outputs = [LogsOutput(logs=f"Error: {problem}\n")]
+            yield run.event("response.code_interpreter_call_code.done", **where, code=item.code)
+            yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
+            result = tool_result(None, f"error: {problem}")
+        else:
+            item.code = code
+            yield run.event("response.code_interpreter_call_code.done", **where, code=code)
+            item.status = "interpreting"
+            yield run.event("response.code_interpreter_call.interpreting", **where)
+            run.calls_made += 1
+            try:
+                execution = await self._executions.run(run.project, item.container_id, code, None)
+            except CellboxError as exc:
+                item.status, item.outputs = "failed", [LogsOutput(logs=f"Error: {exc}\n")]
+                yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
+                raise
+            item.outputs = list(execution.outputs)
+            item.status = CALL_STATUS.get(execution.status, "failed")  # type: ignore[assignment]
+            for written in execution.files:
+                run.generated[written.path] = written
+            note = execution.message or (None if execution.status in ("completed", "failed") else execution.status)
+            result = tool_result([o.model_dump() for o in item.outputs], note, [f.path for f in execution.files])
+            yield run.event("response.code_interpreter_call.completed", **where)
+            yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
+        run.tool_results[item.id] = result
+        call_messages(run.messages, item.id, item.code, result)
+
+    async def _fail(self, run: Run, exc: Exception) -> AsyncIterator[dict[str, Any]]:
+        for event in self._close_message(run, final=False, status="incomplete"):
+            yield event
+        for state in run.calls:
+            if state.item.status in ("in_progress", "interpreting"):
+                state.item.status = "failed"
+                yield run.event("response.output_item.done", output_index=state.index, item=run.item(state.item))
+        run.calls = []
+        message = str(exc) if isinstance(exc, CellboxError) else "The server had an error processing the response."
+        code = "invalid_prompt" if isinstance(exc, UpstreamRejected) else "server_error"
+        run.response.status, run.response.error = "failed", ResponseError(code=code, message=message)
+        await self._finish(run)
+        yield run.event("response.failed", response=run.snapshot())
+
+    async def aclose(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

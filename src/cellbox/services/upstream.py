@@ -1,0 +1,222 @@
+"""The model server: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, llama.cpp, SGLang, OpenAI).
+
+One model turn comes back as a stream of small events (text pieces, the start of a tool call, pieces of its
+arguments) and ends with a ``Turn`` that holds the whole of it, whether the upstream streamed or not. Upstreams
+differ in how they fragment tool calls, so fragments are merged by ``index``, falling back to ``id`` and order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cellbox.errors import UpstreamRejected, UpstreamUnavailable
+from cellbox.schemas.responses import InputTokensDetails, OutputTokensDetails, Usage
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    index: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ArgumentsDelta:
+    index: int
+    text: str
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str = ""
+
+
+@dataclass
+class Turn:
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+Event = TextDelta | CallStarted | ArgumentsDelta | Turn
+
+
+def usage_of(raw: dict[str, Any] | None) -> Usage:
+    """Chat-completions token counts in the Responses API's shape."""
+    if not raw:
+        return Usage()
+    prompt, completion = int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
+    cached = int((raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    reasoning = int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    return Usage(input_tokens=prompt, output_tokens=completion,
+                 total_tokens=int(raw.get("total_tokens") or prompt + completion),
+                 input_tokens_details=InputTokensDetails(cached_tokens=cached),
+                 output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning))
+
+
+class _Merger:
+    """Assembles streamed tool-call fragments into whole calls, announcing each call once."""
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+        self._by_key: dict[object, int] = {}
+
+    def feed(self, fragment: dict[str, Any]) -> list[Event]:
+        function = fragment.get("function") or {}
+        key: object = ("index", fragment["index"]) if isinstance(fragment.get("index"), int) else None
+        if key is None and fragment.get("id"):
+            key = ("id", fragment["id"])
+        events: list[Event] = []
+        if key is None or key not in self._by_key:
+            if key is None and self.calls:  # an anonymous continuation of the latest call
+                position = len(self.calls) - 1
+            else:
+                position = len(self.calls)
+                self.calls.append(ToolCall(id=fragment.get("id") or "", name=function.get("name") or "python"))
+                events.append(CallStarted(position, self.calls[position].name))
+            if key is not None:
+                self._by_key[key] = position
+        else:
+            position = self._by_key[key]
+        call = self.calls[position]
+        call.id = call.id or fragment.get("id") or ""
+        if piece := function.get("arguments"):
+            if isinstance(piece, dict):  # some servers send parsed arguments
+                piece = json.dumps(piece)
+            call.arguments += piece
+            events.append(ArgumentsDelta(position, piece))
+        return events
+
+
+class Upstream:
+    def __init__(self, base_url: str, api_key: str, aliases: dict[str, str], timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._aliases = aliases
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers,
+                                       timeout=httpx.Timeout(timeout, connect=10.0))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+    def model_for(self, requested: str) -> str:
+        return self._aliases.get(requested) or self._aliases.get("*") or requested
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def turn(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
+        """One chat completion; the last event is always the ``Turn``. Failures raise UpstreamRejected (the
+        request is at fault: unknown model, context too long) or UpstreamUnavailable (anything else)."""
+        if not self.configured:
+            raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
+                                   "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
+        body = {**body, "model": self.model_for(body["model"]), "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        try:
+            async with self._http.stream("POST", "/chat/completions", json=body) as reply:
+                if reply.status_code >= 400:
+                    await reply.aread()
+                    raise _refusal(reply)
+                if stream:
+                    async for event in _parse_stream(reply):
+                        yield event
+                else:
+                    await reply.aread()
+                    turn = _parse_whole(reply)
+                    for event in _as_events(turn):
+                        yield event
+        except httpx.TimeoutException as exc:
+            raise UpstreamUnavailable(f"the model server at {self.base_url} did not answer in time "
+                                      f"({type(exc).__name__})") from None
+        except httpx.RemoteProtocolError:
+            raise UpstreamUnavailable(f"the model server at {self.base_url} closed the stream before finishing "
+                                      "its reply") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"the model server at {self.base_url} failed: "
+                                      f"{exc or type(exc).__name__}") from None
+
+
+def _refusal(reply: httpx.Response) -> Exception:
+    try:
+        detail = reply.json()
+        message = (detail.get("error") or {}).get("message") if isinstance(detail.get("error"), dict) else None
+        message = message or detail.get("error") or detail.get("detail") or reply.text
+    except (ValueError, AttributeError):
+        message = reply.text
+    message = f"the model server answered {reply.status_code}: {str(message)[:1000]}"
+    if 400 <= reply.status_code < 500 and reply.status_code not in (401, 403, 408, 429):
+        return UpstreamRejected(message)
+    return UpstreamUnavailable(message)
+
+
+def _parse_whole(reply: httpx.Response) -> Turn:
+    try:
+        data = reply.json()
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UpstreamUnavailable(f"the model server sent a malformed completion: {reply.text[:300]}") from None
+    merger = _Merger()
+    for fragment in message.get("tool_calls") or []:
+        merger.feed(fragment)
+    return Turn(text=message.get("content") or "", calls=merger.calls, usage=usage_of(data.get("usage")),
+                finish_reason=choice.get("finish_reason"))
+
+
+def _as_events(turn: Turn) -> list[Event]:
+    """A whole reply told as the same events a stream gives, so callers have one path."""
+    events: list[Event] = [TextDelta(turn.text)] if turn.text else []
+    for index, call in enumerate(turn.calls):
+        events.append(CallStarted(index, call.name))
+        if call.arguments:
+            events.append(ArgumentsDelta(index, call.arguments))
+    return [*events, turn]
+
+
+async def _parse_stream(reply: httpx.Response) -> AsyncIterator[Event]:
+    turn, merger, done = Turn(), _Merger(), False
+    async for line in reply.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            break
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise UpstreamUnavailable(f"the model server sent a malformed stream chunk: {payload[:300]}") from None
+        if isinstance(chunk.get("error"), dict | str):
+            error = chunk["error"]
+            raise UpstreamUnavailable(f"the model server failed mid-stream: "
+                                      f"{error.get('message') if isinstance(error, dict) else error}")
+        if chunk.get("usage"):
+            turn.usage = usage_of(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if text := delta.get("content"):
+                turn.text += text
+                yield TextDelta(text)
+            for fragment in delta.get("tool_calls") or []:
+                for event in merger.feed(fragment):
+                    yield event
+            turn.finish_reason = choice.get("finish_reason") or turn.finish_reason
+    if not done and turn.finish_reason is None:
+        raise UpstreamUnavailable("the model server closed the stream before finishing its reply")
+    turn.calls = merger.calls
+    yield turn

@@ -1,0 +1,260 @@
+"""POST /v1/responses with the code_interpreter tool, driven by the official SDK against a real server whose model
+is the scripted upstream: the seed document's quick starts, streaming, conversations and stored responses."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests import openapi
+from tests.integration.api.server import Server, async_client
+from tests.upstream import ScriptedUpstream
+
+AUTO = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+OUTPUTS = ["code_interpreter_call.outputs"]
+
+
+def sse(http: httpx.Client, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A streamed response as raw events, each checked against the spec and against its `event:` line."""
+    events = []
+    with http.stream("POST", "/v1/responses", json={**body, "stream": True}) as reply:
+        assert reply.status_code == 200, reply.read()
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert event["type"] == name
+                openapi.validate_event(event)
+                events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
+
+def test_the_math_tutor_quick_start_runs_unchanged(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                   model: str) -> None:
+    upstream.script(model, {"text": "Let me solve it.", "code": "x = (14 - 11) / 3\nprint(x)"},
+                    {"text": "The solution is x = 1.", "usage": {"prompt_tokens": 50, "completion_tokens": 7,
+                                                                  "cached_tokens": 20, "reasoning_tokens": 3}})
+    instructions = """
+You are a personal math tutor. When asked a math question,
+write and run code using the python tool to answer the question.
+"""
+    resp = sdk.responses.create(
+        model=model,
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+        instructions=instructions,
+        input="I need to solve the equation 3x + 11 = 14. Can you help me?",
+    )
+    assert [item.type for item in resp.output] == ["message", "code_interpreter_call", "message"]
+    call = resp.output[1]
+    assert call.code == "x = (14 - 11) / 3\nprint(x)"
+    assert call.status == "completed"
+    assert call.outputs is None  # not included
+    assert sdk.containers.retrieve(call.container_id).status == "running"
+    assert resp.output_text == "Let me solve it.The solution is x = 1."
+    assert resp.status == "completed"
+    assert resp.model == model
+    assert resp.instructions == instructions
+    assert resp.usage is not None
+    assert (resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.total_tokens) == (60, 12, 72)
+    assert resp.usage.input_tokens_details.cached_tokens == 20
+    assert resp.usage.output_tokens_details.reasoning_tokens == 3
+
+    first, second = upstream.requests(model)
+    question = "I need to solve the equation 3x + 11 = 14. Can you help me?"
+    assert first["messages"] == [{"role": "system", "content": instructions}, {"role": "user", "content": question}]
+    [tool] = first["tools"]
+    assert tool["function"]["name"] == "python"
+    assert "/mnt/data" in tool["function"]["description"]
+    assert first["tool_choice"] == "auto"
+    assert first["stream"] is False
+    assert second["messages"][2]["role"] == "assistant"
+    assert second["messages"][2]["content"] == "Let me solve it."
+    assert second["messages"][2]["tool_calls"][0]["function"]["name"] == "python"
+    assert second["messages"][3] == {"role": "tool", "tool_call_id": call.id, "content": "1.0\n"}
+    assert upstream.remaining(model) == 0
+
+
+def test_an_explicit_container_with_tool_choice_required(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                         model: str) -> None:
+    upstream.script(model, {"code": "a = 4 * 3.82\nb = a ** 0.5\nc = b ** 0.5\nprint(a, b, c)"},
+                    {"text": "4 * 3.82 = 15.28; its square root is 3.909; the square root of that is 1.977."})
+    container = sdk.containers.create(name="test-container")
+    response = sdk.responses.create(
+        model=model,
+        tools=[{"type": "code_interpreter", "container": container.id}],
+        tool_choice="required",
+        input="use the python tool to calculate what is 4 * 3.82. and then find its square root and then find the "
+              "square root of that result",
+        include=OUTPUTS,
+    )
+    assert response.output_text.startswith("4 * 3.82 = 15.28")
+    call = response.output[0]
+    assert call.type == "code_interpreter_call"
+    assert call.container_id == container.id
+    assert call.outputs is not None
+    assert call.outputs[0].type == "logs"
+    assert call.outputs[0].logs.startswith("15.28 3.90")
+    assert response.tools[0].container == container.id
+    assert response.tool_choice == "required"
+    first, second = upstream.requests(model)
+    assert first["tool_choice"] == "required"
+    assert second["tool_choice"] == "auto"  # required only forces the first turn, or the loop would never end
+
+
+def test_a_plot_is_cited_and_downloads_through_its_citation(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                            model: str) -> None:
+    code = ("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9, 16])\nplt.title('squares')\n"
+            "plt.savefig('/mnt/data/squares.png')")
+    upstream.script(model, {"code": code}, {"text": "Here is the chart: [squares](sandbox:/mnt/data/squares.png)"})
+    with sdk.responses.stream(model=model, tools=AUTO, input="Plot the first four squares.",
+                              include=OUTPUTS) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    message = final.output[-1]
+    assert message.type == "message"
+    text = message.content[0]
+    [citation] = text.annotations
+    assert citation.type == "container_file_citation"
+    assert citation.filename == "squares.png"
+    assert text.text[citation.start_index:citation.end_index] == "[squares](sandbox:/mnt/data/squares.png)"
+    call = final.output[0]
+    assert citation.container_id == call.container_id
+    png = sdk.containers.files.content.retrieve(citation.file_id, container_id=citation.container_id).read()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert any(o.type == "image" and o.url.startswith("data:image/png;base64,") for o in call.outputs or [])
+
+
+def test_a_generated_file_the_text_does_not_mention_is_cited_at_zero(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                     model: str) -> None:
+    upstream.script(model, {"code": "open('/mnt/data/report.csv', 'w').write('a,b\\n1,2\\n')"},
+                    {"text": "Done."})
+    response = sdk.responses.create(model=model, tools=AUTO, input="Write a CSV.")
+    [citation] = response.output[-1].content[0].annotations
+    assert (citation.start_index, citation.end_index, citation.filename) == (0, 0, "report.csv")
+
+
+def test_the_stream_follows_the_canonical_event_order(http: httpx.Client, upstream: ScriptedUpstream,
+                                                      model: str) -> None:
+    upstream.script(model, {"code": "print('hi')"}, {"text": "It printed hi."})
+    events = sse(http, {"model": model, "tools": AUTO, "input": "say hi", "include": OUTPUTS})
+    kinds = [e["type"] for e in events]
+    deltas = kinds.count("response.code_interpreter_call_code.delta")
+    text_deltas = kinds.count("response.output_text.delta")
+    assert deltas >= 2
+    assert text_deltas >= 2
+    assert kinds == (
+        ["response.created", "response.in_progress", "response.output_item.added",
+         "response.code_interpreter_call.in_progress"]
+        + ["response.code_interpreter_call_code.delta"] * deltas
+        + ["response.code_interpreter_call_code.done", "response.code_interpreter_call.interpreting",
+           "response.code_interpreter_call.completed", "response.output_item.done",
+           "response.output_item.added", "response.content_part.added"]
+        + ["response.output_text.delta"] * text_deltas
+        + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+           "response.completed"])
+    code = "".join(e["delta"] for e in events if e["type"] == "response.code_interpreter_call_code.delta")
+    assert code == "print('hi')"
+    created, done = events[0]["response"], events[-1]["response"]
+    assert created["status"] == "in_progress"
+    assert created["output"] == []
+    assert "usage" not in created
+    assert done["id"] == created["id"]
+    assert done["status"] == "completed"
+    assert done["usage"]["total_tokens"] > 0
+    added = events[2]["item"]
+    assert added["code"] == ""
+    assert added["status"] == "in_progress"
+    assert added["outputs"] is None
+    finished = events[kinds.index("response.output_item.done")]["item"]
+    assert finished["outputs"] == [{"type": "logs", "logs": "hi\n"}]
+    assert upstream.requests(model)[0]["stream"] is True
+
+
+async def test_the_async_client_and_a_continued_conversation(server: Server, upstream: ScriptedUpstream,
+                                                             model: str) -> None:
+    upstream.script(model, {"code": "total = 6 * 7"}, {"text": "Stored."},
+                    {"code": "print(total)"}, {"text": "It is 42."})
+    async with async_client(server) as sdk:
+        first = await sdk.responses.create(model=model, tools=AUTO, input="Compute 6*7 and keep it.")
+        second = await sdk.responses.create(model=model, tools=AUTO, input="Print it.",
+                                            previous_response_id=first.id, include=OUTPUTS)
+    assert second.previous_response_id == first.id
+    assert second.output[0].container_id == first.output[0].container_id  # the auto container lives on
+    assert second.output[0].outputs[0].logs == "42\n"  # and so does the Python session
+    assert second.output_text == "It is 42."
+    messages = upstream.requests(model)[2]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[0]["content"] == "Compute 6*7 and keep it."
+    assert messages[3]["content"] == "Stored."
+
+
+def test_a_stored_response_can_be_read_listed_and_deleted(sdk: openai.OpenAI, http: httpx.Client,
+                                                          upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(model, {"code": "print(1)"}, {"text": "One."})
+    created = sdk.responses.create(
+        model=model, tools=AUTO, metadata={"ticket": "42"},
+        input=[{"role": "developer", "content": "Be brief."},
+               {"role": "user", "content": [{"type": "input_text", "text": "Print one."}]}])
+    assert created.metadata == {"ticket": "42"}
+    again = sdk.responses.retrieve(created.id)
+    assert again.model_dump() == created.model_dump()
+    assert again.output[0].outputs is None
+    assert sdk.responses.retrieve(created.id, include=OUTPUTS).output[0].outputs[0].logs == "1\n"
+    listed = sdk.responses.input_items.list(created.id)
+    assert [(i.role, i.type) for i in listed.data] == [("user", "message"), ("developer", "message")]  # desc
+    asc = sdk.responses.input_items.list(created.id, order="asc", limit=1)
+    assert asc.has_more
+    assert asc.data[0].role == "developer"
+    assert [i.id for i in sdk.responses.input_items.list(created.id, order="asc", after=asc.data[0].id).data] \
+        == [listed.data[0].id]
+    assert upstream.requests(model)[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sdk.responses.delete(created.id) is None
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(created.id)
+    check = http.get(f"/v1/responses/{created.id}/input_items")
+    assert check.status_code == 404
+
+
+def test_store_false_keeps_nothing(sdk: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(model, {"text": "Hello."})
+    response = sdk.responses.create(model=model, input="hi", store=False)
+    assert response.output_text == "Hello."
+    assert response.store is False
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(response.id)
+
+
+def test_another_project_cannot_see_a_response(sdk: openai.OpenAI, other: openai.OpenAI,
+                                               upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(model, {"text": "Mine."})
+    mine = sdk.responses.create(model=model, input="hi")
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model=model, input="continue", previous_response_id=mine.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.delete(mine.id)
+
+
+def test_the_readme_quick_start_runs_as_written(server: Server, upstream: ScriptedUpstream) -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    snippet = re.search(r"```python\n(from openai import OpenAI\n[^`]*?responses\.create[^`]*)```", readme)
+    assert snippet is not None
+    upstream.script("qwen3:8b", {"code": "print((14 - 11) / 3)"}, {"text": "x = 1"})
+    printed: list[str] = []
+    code = snippet.group(1).replace("http://127.0.0.1:8000", server.url).replace('api_key="local"', 'api_key="key-a"')
+    exec(code, {"print": lambda *a: printed.append(" ".join(map(str, a)))})
+    assert printed == ["x = 1"]
+    assert upstream.requests("qwen3:8b")[1]["messages"][-1]["content"] == "1.0\n"
