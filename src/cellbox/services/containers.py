@@ -175,6 +175,18 @@ class Containers:
         row, box = await self.sandbox(project, cid)
         return await self._put(row, box, source.filename, data)
 
+    async def add_figure(self, project: str, cid: str, png: bytes) -> ContainerFileRow:
+        """A figure the code displayed, kept as a container file named after its own id (as OpenAI does), so an
+        answer can cite it and a client can download it."""
+        _, box = await self.sandbox(project, cid)
+        fid = container_file_id()
+        changed = await asyncio.to_thread(box.upload, f"/mnt/data/{fid}.png", png)
+        row = ContainerFileRow(id=fid, container_id=cid, path=changed.path, bytes=changed.bytes, source="assistant",
+                               created_at=now())
+        async with self._db.session() as session, session.begin():
+            session.add(row)
+        return row
+
     async def record(self, cid: str, changed: list[ChangedFile], deleted: list[str]) -> list[ContainerFileRow]:
         """After an execution: new or changed files become container files (source 'assistant')."""
         if deleted:

@@ -19,7 +19,7 @@ from typing import Any
 
 from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
 from cellbox.ids import call_id, message_id, now, response_id
-from cellbox.schemas.containers import ContainerFile, CreateContainer, LogsOutput
+from cellbox.schemas.containers import ContainerFile, CreateContainer, ImageOutput, LogsOutput
 from cellbox.schemas.responses import (
     OUTPUTS,
     AutoContainer,
@@ -42,7 +42,7 @@ from cellbox.services.arguments import CodeStream, code_from_arguments
 from cellbox.services.citations import cite
 from cellbox.services.containers import Containers
 from cellbox.services.conversation import call_messages, chat_messages, python_tool, tool_result
-from cellbox.services.execution import Executions
+from cellbox.services.execution import Executions, container_file
 from cellbox.services.files import Files
 from cellbox.services.history import History
 from cellbox.services.upstream import ArgumentsDelta, CallStarted, TextDelta, ToolCall, Turn, Upstream
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 CALL_STATUS = {"completed": "completed", "failed": "completed", "timeout": "incomplete",
                "out_of_memory": "failed", "crashed": "failed"}
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+PNG_URL = "data:image/png;base64,"
 
 
 def shown(item: dict[str, Any], include: list[str]) -> dict[str, Any]:
@@ -493,14 +494,25 @@ class Responses:
                 raise
             item.outputs = list(execution.outputs)
             item.status = CALL_STATUS.get(execution.status, "failed")  # type: ignore[assignment]
-            for written in execution.files:
-                run.generated[written.path] = written
+            written = list(execution.files) + await self._figures(run, item)
+            for file in written:
+                run.generated[file.path] = file
             note = execution.message or (None if execution.status in ("completed", "failed") else execution.status)
-            result = tool_result([o.model_dump() for o in item.outputs], note, [f.path for f in execution.files])
+            result = tool_result([o.model_dump() for o in item.outputs], note, [f.path for f in written])
             yield run.event("response.code_interpreter_call.completed", **where)
             yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
         run.tool_results[item.id] = result
         call_messages(run.messages, item.id, item.code, result)
+
+    async def _figures(self, run: Run, item: CodeInterpreterCall) -> list[ContainerFile]:
+        """Displayed images become container files too, cited like any file the code wrote."""
+        figures = []
+        for output in item.outputs or []:
+            if isinstance(output, ImageOutput) and output.url.startswith(PNG_URL):
+                row = await self._containers.add_figure(run.project, item.container_id,
+                                                        base64.b64decode(output.url.removeprefix(PNG_URL)))
+                figures.append(container_file(row))
+        return figures
 
     async def _fail(self, run: Run, exc: Exception) -> AsyncIterator[dict[str, Any]]:
         for event in self._close_message(run, final=False, status="incomplete"):

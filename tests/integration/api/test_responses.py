@@ -125,15 +125,20 @@ def test_a_plot_is_cited_and_downloads_through_its_citation(sdk: openai.OpenAI, 
     message = final.output[-1]
     assert message.type == "message"
     text = message.content[0]
-    [citation] = text.annotations
-    assert citation.type == "container_file_citation"
-    assert citation.filename == "squares.png"
-    assert text.text[citation.start_index:citation.end_index] == "[squares](sandbox:/mnt/data/squares.png)"
+    shown, saved = text.annotations  # the displayed figure (not mentioned: 0..0), then the saved file
+    assert saved.type == "container_file_citation"
+    assert saved.filename == "squares.png"
+    assert text.text[saved.start_index:saved.end_index] == "[squares](sandbox:/mnt/data/squares.png)"
+    assert (shown.start_index, shown.end_index, shown.filename) == (0, 0, f"{shown.file_id}.png")
     call = final.output[0]
-    assert citation.container_id == call.container_id
-    png = sdk.containers.files.content.retrieve(citation.file_id, container_id=citation.container_id).read()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    for citation in (shown, saved):
+        assert citation.container_id == call.container_id
+        png = sdk.containers.files.content.retrieve(citation.file_id, container_id=citation.container_id).read()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert any(o.type == "image" and o.url.startswith("data:image/png;base64,") for o in call.outputs or [])
+    figure = sdk.containers.files.retrieve(shown.file_id, container_id=call.container_id)
+    assert figure.path == f"/mnt/data/{shown.file_id}.png"
+    assert figure.source == "assistant"
 
 
 def test_a_generated_file_the_text_does_not_mention_is_cited_at_zero(sdk: openai.OpenAI, upstream: ScriptedUpstream,
@@ -258,3 +263,94 @@ def test_the_readme_quick_start_runs_as_written(server: Server, upstream: Script
     exec(code, {"print": lambda *a: printed.append(" ".join(map(str, a)))})
     assert printed == ["x = 1"]
     assert upstream.requests("qwen3:8b")[1]["messages"][-1]["content"] == "1.0\n"
+
+
+def test_input_files_and_images_reach_the_container_and_the_model(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                  model: str) -> None:
+    table = sdk.files.create(file=("sales.csv", b"month,total\njan,10\nfeb,32\n"), purpose="user_data")
+    notes = sdk.files.create(file=("notes.txt", b"remember feb"), purpose="user_data")
+    image = sdk.files.create(file=("dot.png", b"\x89PNG\r\n\x1a\nfake"), purpose="vision")
+    upstream.script(model, {"code": "import pandas as pd\nprint(pd.read_csv('sales.csv').total.sum(), "
+                                    "open('/mnt/data/notes.txt').read(), open('inline.txt').read())"},
+                    {"text": "42 in total."})
+    tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [table.id],
+                                                        "memory_limit": "4g"}}]
+    response = sdk.responses.create(model=model, tools=tools, include=OUTPUTS, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Sum the totals."},
+        {"type": "input_file", "file_id": notes.id},
+        {"type": "input_file", "filename": "inline.txt", "file_data": "aW5saW5lIGRhdGE="},
+        {"type": "input_image", "file_id": image.id},
+        {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"},
+    ]}])
+    call = response.output[0]
+    assert call.outputs[0].logs == "42 remember feb inline data\n"
+    files = {f.path: f.source for f in sdk.containers.files.list(call.container_id)}
+    assert files == {"/mnt/data/sales.csv": "user", "/mnt/data/notes.txt": "user", "/mnt/data/inline.txt": "user"}
+    assert response.tools[0].container.memory_limit == "4g"
+    system, user = upstream.requests(model)[0]["messages"]
+    assert system == {"role": "system", "content": "Files available in /mnt/data: /mnt/data/sales.csv"}
+    texts = [p["text"] for p in user["content"] if p["type"] == "text"]
+    assert texts[0] == "Sum the totals."
+    assert "/mnt/data/notes.txt" in texts[1]
+    assert "/mnt/data/inline.txt" in texts[2]
+    urls = [p["image_url"] for p in user["content"] if p["type"] == "image_url"]
+    assert urls[0]["url"].startswith("data:image/png;base64,")  # the file, sent as data
+    assert urls[1] == {"url": "data:image/png;base64,AAAA", "detail": "low"}
+    items = sdk.responses.input_items.list(response.id).data
+    assert items[0].content[1].type == "input_file"
+
+    # Continuing the conversation with the same tool config copies nothing twice.
+    upstream.script(model, {"code": "import os\nprint(sorted(os.listdir('.')))"}, {"text": "Same files."})
+    again = sdk.responses.create(model=model, tools=tools, include=OUTPUTS, input="List the files.",
+                                 previous_response_id=response.id)
+    assert again.output[0].container_id == call.container_id
+    assert again.output[0].outputs[0].logs == "['inline.txt', 'notes.txt', 'sales.csv']\n"
+
+
+def test_a_forced_tool_choice_and_the_model_options_are_passed_on(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                  model: str) -> None:
+    upstream.script(model, {"code": "1"}, {"text": '{"answer": 1', "finish_reason": "length"})
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    response = sdk.responses.create(
+        model=model, tools=AUTO, tool_choice={"type": "code_interpreter"}, input="go", temperature=0.2, top_p=0.9,
+        max_output_tokens=64, text={"format": {"type": "json_schema", "name": "answer", "schema": schema}})
+    first, second = upstream.requests(model)
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "python"}}
+    assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.2, 0.9, 64)
+    assert first["response_format"] == {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    assert second["tool_choice"] == "auto"
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[-1].status == "incomplete"
+    assert response.temperature == 0.2
+    assert response.tool_choice.type == "code_interpreter"
+
+
+def test_tool_choice_none_and_no_tools_only_talk(sdk: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(model, {"text": "Just talking."}, {"text": "Still talking."})
+    response = sdk.responses.create(model=model, tools=AUTO, tool_choice="none", input="hi")
+    assert response.output_text == "Just talking."
+    plain = sdk.responses.create(model=model, input=[{"role": "user", "content": "hi"},
+                                                     {"role": "assistant", "content": "hello"},
+                                                     {"role": "user", "content": "again"}])
+    assert plain.output_text == "Still talking."
+    first, second = upstream.requests(model)
+    assert first["tool_choice"] == "none"
+    assert "tools" not in second
+    assert second["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                  {"role": "user", "content": "again"}]
+
+
+def test_replayed_items_continue_a_conversation_without_storage(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                model: str) -> None:
+    upstream.script(model, {"code": "n = 5"}, {"text": "Set."}, {"code": "print(n * 2)"}, {"text": "10."})
+    first = sdk.responses.create(model=model, tools=AUTO, input="Set n to 5.", store=False)
+    history = [{"role": "user", "content": "Set n to 5."}] + [item.model_dump() for item in first.output]
+    second = sdk.responses.create(model=model, tools=AUTO, include=OUTPUTS, store=False,
+                                  input=[*history, {"role": "user", "content": "Double it."}])
+    assert second.output[0].container_id == first.output[0].container_id
+    assert second.output[0].outputs[0].logs == "10\n"
+    messages = upstream.requests(model)[2]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert messages[2]["content"] == "[output not available]\n"  # outputs were not included the first time
