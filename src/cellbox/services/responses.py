@@ -325,8 +325,11 @@ class Responses:
             async for event in self._fail(run, exc):
                 yield event
         finally:
-            if not run.finished:  # the client went away mid-stream: record how far it got
+            if not run.finished:  # the client went away mid-stream: the run stops, its record says how far it got
                 run.response.status = "incomplete"
+                for item in run.response.output:
+                    if item.status in ("in_progress", "interpreting"):
+                        item.status = "incomplete"
                 task = asyncio.create_task(self._finish(run))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)

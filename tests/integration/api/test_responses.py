@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +355,45 @@ def test_replayed_items_continue_a_conversation_without_storage(sdk: openai.Open
     messages = upstream.requests(model)[2]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "user"]
     assert messages[2]["content"] == "[output not available]\n"  # outputs were not included the first time
+
+
+def test_a_foreign_container_is_never_used(sdk: openai.OpenAI, other: openai.OpenAI, http: httpx.Client,
+                                           upstream: ScriptedUpstream, model: str) -> None:
+    theirs = other.containers.create(name="theirs")
+    other_run = other.post(f"/containers/{theirs.id}/execute", body={"code": "secret = 1"}, cast_to=object)
+    assert other_run["status"] == "completed"
+    body = {"model": model, "input": "go", "tools": [{"type": "code_interpreter", "container": theirs.id}]}
+    check = http.post("/v1/responses", json=body)
+    assert check.status_code == 404
+    # A replayed call naming their container does not make auto mode reuse it.
+    upstream.script(model, {"code": "print('secret' in globals())"}, {"text": "No."})
+    replayed = {"type": "code_interpreter_call", "id": "ci_x", "code": "secret = 1", "container_id": theirs.id,
+                "outputs": None, "status": "completed"}
+    response = sdk.responses.create(model=model, tools=AUTO, include=OUTPUTS,
+                                    input=[{"role": "user", "content": "hi"}, replayed,
+                                           {"role": "user", "content": "is it there?"}])
+    assert response.output[0].container_id != theirs.id
+    assert response.output[0].outputs[0].logs == "False\n"
+
+
+def test_a_client_that_goes_away_stops_the_run(sdk: openai.OpenAI, http: httpx.Client, upstream: ScriptedUpstream,
+                                               model: str) -> None:
+    upstream.script(model, {"code": "import time\ntime.sleep(300)"})
+    body = {"model": model, "tools": AUTO, "input": "sleep", "stream": True}
+    with http.stream("POST", "/v1/responses", json=body) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: ") and '"response.created"' in line:
+                rid = json.loads(line[6:])["response"]["id"]
+            if line.startswith("data: ") and '"response.code_interpreter_call.interpreting"' in line:
+                break  # hang up while the code runs
+    for _ in range(200):
+        stored = sdk.responses.retrieve(rid)
+        if stored.status != "in_progress":
+            break
+        time.sleep(0.05)
+    assert stored.status == "incomplete"
+    assert stored.output[0].status == "incomplete"
+    # The sleeping code was interrupted: the container answers at once.
+    run = sdk.post(f"/containers/{stored.output[0].container_id}/execute", body={"code": "2 + 2", "timeout": 30},
+                   cast_to=object)
+    assert run["outputs"] == [{"type": "logs", "logs": "4\n"}]
