@@ -27,11 +27,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def percentiles(samples: list[float]) -> str:
+def p99(samples: list[float]) -> float:
     ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (f"p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms  "
-            f"(n={len(ordered)})")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def percentiles(samples: list[float]) -> str:
+    return f"p50 {statistics.median(samples) * 1000:7.2f} ms  p99 {p99(samples) * 1000:7.2f} ms  (n={len(samples)})"
+
+
+def start_server(data: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `cellbox serve` on loopback in open local mode, once it is healthy: (process, base URL)."""
+    port = free_port()
+    env = {**os.environ, "CELLBOX_API_KEYS": "", "CELLBOX_LOG_LEVEL": "warning", **env}
+    server = subprocess.Popen([sys.executable, "-m", "cellbox.cli", "serve", "--port", str(port),
+                               "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if server.poll() is not None:
+            raise RuntimeError("cellbox serve exited before it was healthy")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("cellbox serve did not become healthy")
 
 
 async def timed(call) -> float:
@@ -109,24 +130,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="cellbox-bench-") as data:
-        env = {**os.environ, "CELLBOX_API_KEYS": "", "CELLBOX_LOG_LEVEL": "warning"}
-        server = subprocess.Popen([sys.executable, "-m", "cellbox.cli", "serve", "--port", str(port),
-                                   "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
+        server, base = start_server(data)
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             asyncio.run(bench(base, args.quick))
         finally:
             server.terminate()
             server.wait(60)
-
 
 if __name__ == "__main__":
     main()

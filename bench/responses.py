@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,26 +50,13 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: tests/ holds the stand-in
 from tests.upstream import ScriptedUpstream
 
+from api import p99, percentiles, start_server  # bench/api.py: the same server and figures
+
 TOOL_MODEL = "bench-tool"
 TEXT_MODEL = "bench-text"
 DIRECT_MODEL = "bench-direct"
 CODE = "1"
 TEXT = "Done."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def p99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def percentiles(samples: list[float]) -> str:
-    return f"p50 {statistics.median(samples) * 1000:7.2f} ms  p99 {p99(samples) * 1000:7.2f} ms  (n={len(samples)})"
 
 
 def check(ok: bool, what: object) -> None:
@@ -84,25 +69,6 @@ def timed(call: Callable[[], Any]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
-
-
-def start_server(data: str, upstream: ScriptedUpstream) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "CELLBOX_API_KEYS": "", "CELLBOX_LOG_LEVEL": "warning",
-           "CELLBOX_UPSTREAM_BASE_URL": upstream.url}
-    server = subprocess.Popen([sys.executable, "-m", "cellbox.cli", "serve", "--port", str(port),
-                               "--data-dir", data], env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if server.poll() is not None:
-            raise RuntimeError("cellbox serve exited before it was healthy")
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.terminate()
-    raise RuntimeError("cellbox serve did not become healthy")
 
 
 class Bench:
@@ -231,7 +197,7 @@ def main() -> None:
     upstream = ScriptedUpstream().start()
     with tempfile.TemporaryDirectory(prefix="cellbox-bench-") as data:
         try:
-            server, base = start_server(data, upstream)
+            server, base = start_server(data, CELLBOX_UPSTREAM_BASE_URL=upstream.url)
         except BaseException:
             upstream.stop()
             raise

@@ -15,13 +15,15 @@
 
 
 class CellboxError(Exception):
-    """Base of every error Cellbox raises on purpose."""
+    """Base of every error Cellbox raises on purpose; ``param`` names the request field at fault, if one is."""
 
-
-class InvalidInput(CellboxError):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class InvalidInput(CellboxError):
+    pass
 
 
 class TooLarge(InvalidInput):
@@ -39,9 +41,7 @@ class RateLimited(CellboxError):
 
 
 class NotFound(CellboxError):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
+    pass
 
 
 class Expired(CellboxError):
@@ -57,9 +57,7 @@ class SandboxFailure(CellboxError):
 
 
 class UpstreamRejected(CellboxError):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
+    pass
 
 
 class UpstreamUnavailable(CellboxError):

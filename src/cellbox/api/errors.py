@@ -54,7 +54,7 @@ def describe(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None
         for cls, status, type_, code in MAPPING:
             if isinstance(exc, cls):
                 headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-                return status, envelope(str(exc), type_, getattr(exc, "param", None), code), headers
+                return status, envelope(str(exc), type_, exc.param, code), headers
     log.exception("unexpected error", exc_info=exc)
     return 500, envelope("The server had an error processing your request.", "server_error"), None
 
