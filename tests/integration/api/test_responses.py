@@ -397,3 +397,18 @@ def test_a_client_that_goes_away_stops_the_run(sdk: openai.OpenAI, http: httpx.C
     run = sdk.post(f"/containers/{stored.output[0].container_id}/execute", body={"code": "2 + 2", "timeout": 30},
                    cast_to=object)
     assert run["outputs"] == [{"type": "logs", "logs": "4\n"}]
+
+
+def test_streamed_citations_and_an_incomplete_answer_match_the_spec(http: httpx.Client, upstream: ScriptedUpstream,
+                                                                   model: str) -> None:
+    upstream.script(model, {"code": "open('/mnt/data/out.txt', 'w').write('x')"},
+                    {"text": "Saved /mnt/data/out.txt and then I ran out of", "finish_reason": "length"})
+    events = sse(http, {"model": model, "tools": AUTO, "input": "save", "max_output_tokens": 16})
+    [added] = [e for e in events if e["type"] == "response.output_text.annotation.added"]
+    assert added["annotation"]["filename"] == "out.txt"
+    assert (added["annotation"]["start_index"], added["annotation"]["end_index"]) == (6, 23)
+    final = events[-1]
+    assert final["type"] == "response.incomplete"
+    assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    part = [e for e in events if e["type"] == "response.content_part.done"][0]["part"]
+    assert part["annotations"] == [added["annotation"]]
