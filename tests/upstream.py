@@ -6,7 +6,8 @@ replies back, streamed or not, byte-for-byte in the shape OpenAI sends.  Every r
 test can assert on what the code under test actually sent.
 
 Reply fields (they combine): ``text``, ``code``, ``arguments``/``name``, ``calls``, ``status``/``error``,
-``delay``, ``drop``, ``usage``, ``finish_reason``, ``whole``, ``no_index``, ``chunk_delay``.  See ``_REPLY_KEYS``.
+``delay``, ``drop``, ``usage``, ``finish_reason``, ``whole``, ``no_index``, ``same_index``, ``chunk_delay``.
+See ``_REPLY_KEYS``.
 
 Streams use chunked transfer encoding on purpose: with ``Connection: close`` and no length, a truncated stream
 is indistinguishable from a complete one for an HTTP client, so ``drop`` could not be observed as a failure.
@@ -57,6 +58,7 @@ _REPLY_KEYS = frozenset(
         "finish_reason",
         "whole",
         "no_index",
+        "same_index",
         "chunk_delay",
     }
 )
@@ -178,7 +180,7 @@ def _chunks(model: str, reply: dict[str, Any], include_usage: bool) -> list[dict
     text = reply.get("text") or ""
     out += [chunk({"content": text[i : i + TEXT_PIECE]}) for i in range(0, len(text), TEXT_PIECE)]
     for index, (name, args) in enumerate(calls):
-        where = {} if reply.get("no_index") else {"index": index}
+        where = {} if reply.get("no_index") else {"index": 0 if reply.get("same_index") else index}  # Ollama: 0
         head = {**where, "id": f"call_{_hex()}", "type": "function"}
         if reply.get("whole"):
             out.append(chunk({"tool_calls": [{**head, "function": {"name": name, "arguments": args}}]}))

@@ -65,12 +65,16 @@ def error_response(exc: Exception) -> JSONResponse:
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    """The field's path; pydantic's labels for the branches of a union (``list[...]``, ``str``) are left out."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "str")
+             and not ("[" in str(p) or "-" in str(p))]
     return ".".join(parts) or None
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    # For a union, pydantic reports every branch; the deepest error is the one that says what is wrong.
+    errors = sorted(exc.errors(), key=lambda e: len(e.get("loc", ())), reverse=True)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = _param(tuple(first.get("loc", ())))
     message = f"Invalid value for '{param}': {first['msg']}" if param else f"Invalid request: {first['msg']}"
     return JSONResponse(envelope(message, "invalid_request_error", param), 400)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from cellbox.schemas.common import Request, Wire
 from cellbox.schemas.containers import ImageOutput, LogsOutput, MemoryLimit, NetworkPolicy
@@ -72,7 +72,7 @@ class CodeInterpreterCallIn(Request):
     code: str | None = None
     container_id: str
     outputs: list[LogsOutput | ImageOutput] | None = None
-    status: str = "completed"
+    status: Literal["in_progress", "interpreting", "completed", "incomplete", "failed"] = "completed"
 
 
 class ItemReference(Request):
@@ -117,6 +117,32 @@ ToolChoice = Literal["none", "auto", "required"] | HostedToolChoice
 
 # --- the request -------------------------------------------------------------------------------------------------
 
+class ReasoningParam(Request):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class TextFormat(Request):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: Literal["text", "json_schema", "json_object"]
+    name: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_has_a_name(self) -> TextFormat:
+        if self.type == "json_schema" and (self.name is None or self.json_schema is None):
+            raise ValueError("a json_schema format needs a name and a schema")
+        return self
+
+
+class TextParam(Request):
+    format: TextFormat = Field(default_factory=lambda: TextFormat(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
 class CreateResponse(Request):
     model: Annotated[str, Field(min_length=1)]
     input: str | list[InputItem] = Field(default_factory=list)
@@ -135,12 +161,12 @@ class CreateResponse(Request):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    reasoning: dict[str, Any] | None = None
-    text: dict[str, Any] | None = None
+    reasoning: ReasoningParam | None = None
+    text: TextParam | None = None
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    service_tier: str | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     background: bool | None = None
     conversation: Any = None
 
@@ -159,6 +185,14 @@ class CreateResponse(Request):
         if isinstance(choice, dict) and choice.get("type") != "code_interpreter":
             raise ValueError("tool_choice must be 'none', 'auto', 'required' or {\"type\": \"code_interpreter\"}")
         return choice
+
+    @field_validator("input")
+    @classmethod
+    def _unique_item_ids(cls, given: str | list[Any]) -> str | list[Any]:
+        ids = [item.id for item in given if getattr(item, "id", None)] if isinstance(given, list) else []
+        if len(ids) != len(set(ids)):
+            raise ValueError("input items must have distinct ids")
+        return given
 
     @field_validator("include")
     @classmethod

@@ -6,6 +6,7 @@ upstream is offered; each ``code_interpreter_call`` becomes an assistant tool ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -78,8 +79,14 @@ def _message(item: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
     return {"role": role, "content": texts}
 
 
-def call_messages(messages: list[dict[str, Any]], call_id: str, code: str | None, result: str) -> None:
+def tool_call_id(item_id: str) -> str:
+    """The id the model sees for a run: derived from the item's id, and short (OpenAI allows 40 characters)."""
+    return "call_" + hashlib.sha256(item_id.encode()).hexdigest()[:24]
+
+
+def call_messages(messages: list[dict[str, Any]], item_id: str, code: str | None, result: str) -> None:
     """Append a run as the assistant's tool call (joined to its text, if the turn began with some) and its result."""
+    call_id = tool_call_id(item_id)
     tool_call = {"id": call_id, "type": "function",
                  "function": {"name": "python", "arguments": json.dumps({"code": code or ""})}}
     last = messages[-1] if messages else None
@@ -92,10 +99,20 @@ def call_messages(messages: list[dict[str, Any]], call_id: str, code: str | None
 
 def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_results: dict[str, str],
                   images: dict[str, str]) -> list[dict[str, Any]]:
+    """The conversation for the upstream. Many chat templates accept one system message, and only first, so the
+    instructions and leading system or developer messages become one; later ones are sent as user messages."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
     for item in items:
         if item.get("type") == "message":
-            messages.append(_message(item, images))
+            message = _message(item, images)
+            if message["role"] == "system":
+                if messages and messages[-1]["role"] == "system" and len(messages) == 1 \
+                        and isinstance(message["content"], str):
+                    messages[0]["content"] += "\n\n" + message["content"]
+                    continue
+                if messages:
+                    message["role"] = "user"
+            messages.append(message)
         elif item.get("type") == "code_interpreter_call":
             result = tool_results.get(item["id"]) or tool_result(
                 item.get("outputs"), None if item.get("outputs") is not None else "output not available")

@@ -34,8 +34,10 @@ from cellbox.schemas.responses import (
     MessageIn,
     OutputMessage,
     OutputText,
+    ReasoningParam,
     Response,
     ResponseError,
+    TextParam,
     Usage,
 )
 from cellbox.services.arguments import CodeStream, code_from_arguments
@@ -97,6 +99,7 @@ class Run:
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
     calls_made: int = 0
+    refused: bool = False  # a call was refused: later turns offer no tool
     sequence: int = 0
     message: _Message | None = None
     calls: list[_Call] = field(default_factory=list)  # this turn's
@@ -161,9 +164,10 @@ class Responses:
             id=response_id(), created_at=now(), status="in_progress", instructions=body.instructions,
             max_output_tokens=body.max_output_tokens, max_tool_calls=body.max_tool_calls, model=body.model,
             parallel_tool_calls=body.parallel_tool_calls, previous_response_id=body.previous_response_id,
-            reasoning=body.reasoning or {"effort": None, "summary": None}, store=body.store,
+            reasoning=(body.reasoning or ReasoningParam()).model_dump(), store=body.store,
             temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p, text=body.text or {"format": {"type": "text"}},
+            top_p=1.0 if body.top_p is None else body.top_p,
+            text=(body.text or TextParam()).model_dump(by_alias=True, exclude_none=True),
             tool_choice=body.tool_choice, tools=[t.model_dump(exclude_none=True) for t in body.tools],
             truncation=body.truncation or "disabled", user=body.user, metadata=body.metadata or {},
             safety_identifier=body.safety_identifier, prompt_cache_key=body.prompt_cache_key,
@@ -197,8 +201,12 @@ class Responses:
                 items.append(item.model_dump())
                 continue
             assert isinstance(item, MessageIn)
-            parts = ([{"type": "input_text" if item.role != "assistant" else "output_text", "text": item.content}]
-                     if isinstance(item.content, str) else [p.model_dump(exclude_none=True) for p in item.content])
+            if isinstance(item.content, list):
+                parts = [p.model_dump(exclude_none=True) for p in item.content]
+            elif item.role == "assistant":
+                parts = [OutputText(text=item.content).model_dump()]
+            else:
+                parts = [{"type": "input_text", "text": item.content}]
             for k, part in enumerate(item.content if isinstance(item.content, list) else []):
                 where = f"input.{n}.content.{k}"
                 if isinstance(part, InputFile):
@@ -284,8 +292,10 @@ class Responses:
             present.add(part["filename"])
         if names:
             note = "Files available in /mnt/data: " + ", ".join(f"/mnt/data/{n}" for n in names)
-            at = 1 if run.messages and run.messages[0]["role"] == "system" else 0
-            run.messages.insert(at, {"role": "system", "content": note})
+            if run.messages and run.messages[0]["role"] == "system":
+                run.messages[0]["content"] += "\n\n" + note
+            else:
+                run.messages.insert(0, {"role": "system", "content": note})
 
     async def _abandon(self, run: Run) -> None:
         """A response that made nothing leaves nothing: its auto container goes, its stored row too."""
@@ -314,8 +324,9 @@ class Responses:
             async for event in self._loop(run):
                 yield event
         except Exception as exc:
+            if not run.response.output:
+                await self._abandon(run)  # nothing refers to an auto container that never ran code
             if raise_early and not run.response.output:
-                await self._abandon(run)
                 if run.body.store:
                     await self._history.discard(run.response.id)
                 run.finished = True
@@ -326,7 +337,8 @@ class Responses:
                 yield event
         finally:
             if not run.finished:  # the client went away mid-stream: the run stops, its record says how far it got
-                run.response.status = "incomplete"
+                if run.response.status == "in_progress":
+                    run.response.status = "incomplete"
                 for item in run.response.output:
                     if item.status in ("in_progress", "interpreting"):
                         item.status = "incomplete"
@@ -335,9 +347,9 @@ class Responses:
                 task.add_done_callback(self._closing.discard)
 
     async def _finish(self, run: Run) -> None:
-        run.finished = True
         if run.body.store:
             await self._history.finish(run.response.model_dump(), run.tool_results)
+        run.finished = True
 
     def _choice(self, run: Run, turn: int) -> Any:
         if run.calls_made >= self._budget(run):
@@ -349,13 +361,21 @@ class Responses:
             return {"type": "function", "function": {"name": "python"}}
         return choice if choice in ("auto", "none") else "auto"
 
+    def _refusal(self, run: Run) -> str | None:
+        """Why a well-formed call must not run, if it must not: the caller forbade the tool or the budget is spent."""
+        if run.body.tool_choice == "none":
+            return "not run: the tool is off for this response (tool_choice 'none'); answer without it"
+        if run.calls_made >= self._budget(run):
+            return f"not run: this response reached its limit of {self._budget(run)} code runs; answer now"
+        return None
+
     def _budget(self, run: Run) -> int:
         return min(run.body.max_tool_calls or self._max_tool_calls, self._max_tool_calls)
 
     def _request(self, run: Run, turn: int) -> dict[str, Any]:
         body = run.body
         request: dict[str, Any] = {"model": body.model, "messages": run.messages}
-        if body.tools:
+        if body.tools and not run.refused:  # after a refused call the model gets no tool: it must answer
             request["tools"] = [python_tool(self._timeout)]
             request["tool_choice"] = self._choice(run, turn)
         if body.temperature is not None:
@@ -364,17 +384,17 @@ class Responses:
             request["top_p"] = body.top_p
         if body.max_output_tokens is not None:
             request["max_tokens"] = body.max_output_tokens
-        fmt = (body.text or {}).get("format") or {}
-        if fmt.get("type") == "json_schema":
-            request["response_format"] = {"type": "json_schema", "json_schema": {
-                k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}}
-        elif fmt.get("type") == "json_object":
+        fmt = body.text.format if body.text else None
+        if fmt is not None and fmt.type == "json_schema":
+            request["response_format"] = {"type": "json_schema", "json_schema": fmt.model_dump(
+                by_alias=True, exclude_none=True, include={"name", "json_schema", "strict", "description"})}
+        elif fmt is not None and fmt.type == "json_object":
             request["response_format"] = {"type": "json_object"}
         return request
 
     async def _loop(self, run: Run) -> AsyncIterator[dict[str, Any]]:
         usage = Usage()
-        for turn_number in range(self._budget(run) + 2):
+        for turn_number in range(self._budget(run) + 3):
             turn = Turn()
             run.calls = []
             async for event in self._upstream.turn(self._request(run, turn_number), run.body.stream):
@@ -397,6 +417,9 @@ class Responses:
                     turn = event
             usage = usage + turn.usage
             run.response.usage = usage
+            if turn.finish_reason in INCOMPLETE:
+                run.response.status = "incomplete"
+                run.response.incomplete_details = IncompleteDetails(reason=INCOMPLETE[turn.finish_reason])  # type: ignore[arg-type]
             if not turn.calls:
                 for out in self._close_message(run, final=True, finish_reason=turn.finish_reason):
                     yield out
@@ -452,8 +475,6 @@ class Responses:
                                 for c in cite(part.text, files)]
         if finish_reason in INCOMPLETE:
             status = "incomplete"
-            run.response.status = "incomplete"
-            run.response.incomplete_details = IncompleteDetails(reason=INCOMPLETE[finish_reason])  # type: ignore[arg-type]
         item.status = status  # type: ignore[assignment]
         events = [run.event("response.output_text.done", **where, text=part.text, logprobs=[])]
         events += [run.event("response.output_text.annotation.added", **where, annotation_index=n,
@@ -475,8 +496,8 @@ class Responses:
         item, where = state.item, {"output_index": state.index, "item_id": state.item.id}
         assert state.call is not None
         code, problem = code_from_arguments(state.call.arguments)
-        if problem is None and run.calls_made >= self._budget(run):
-            problem = f"not run: this response reached its limit of {self._budget(run)} code runs"
+        if problem is None and (problem := self._refusal(run)) is not None:
+            run.refused = True
         if code is None or problem is not None:
             item.code, item.status = code if code is not None else state.call.arguments, "failed"
             item.outputs = [LogsOutput(logs=f"Error: {problem}\n")]

@@ -79,6 +79,8 @@ class _Merger:
         if key is None and fragment.get("id"):
             key = ("id", fragment["id"])
         events: list[Event] = []
+        if key in self._by_key and fragment.get("id") and self.calls[self._by_key[key]].id not in ("", fragment["id"]):
+            del self._by_key[key]  # Ollama numbers every call of a parallel batch 0: a new id is a new call
         if key is None or key not in self._by_key:
             if key is None and self.calls:  # an anonymous continuation of the latest call
                 position = len(self.calls) - 1

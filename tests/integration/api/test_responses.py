@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from cellbox.services.conversation import tool_call_id
 from tests import openapi
 from tests.integration.api.server import Server, async_client
 from tests.upstream import ScriptedUpstream
@@ -81,7 +82,9 @@ write and run code using the python tool to answer the question.
     assert second["messages"][2]["role"] == "assistant"
     assert second["messages"][2]["content"] == "Let me solve it."
     assert second["messages"][2]["tool_calls"][0]["function"]["name"] == "python"
-    assert second["messages"][3] == {"role": "tool", "tool_call_id": call.id, "content": "1.0\n"}
+    assert second["messages"][3] == {"role": "tool", "tool_call_id": tool_call_id(call.id),
+                                  "content": "1.0\n"}
+    assert len(tool_call_id(call.id)) <= 40  # OpenAI's limit for tool-call ids
     assert upstream.remaining(model) == 0
 
 
@@ -410,5 +413,5 @@ def test_streamed_citations_and_an_incomplete_answer_match_the_spec(http: httpx.
     final = events[-1]
     assert final["type"] == "response.incomplete"
     assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
-    part = [e for e in events if e["type"] == "response.content_part.done"][0]["part"]
+    part = next(e for e in events if e["type"] == "response.content_part.done")["part"]
     assert part["annotations"] == [added["annotation"]]

@@ -111,7 +111,8 @@ def test_the_tool_call_budget_bounds_the_loop(sdk: openai.OpenAI, upstream: Scri
     assert "limit of 1" in second.outputs[0].logs
     assert message.content[0].text == "Stopping."
     requests = upstream.requests(model)
-    assert [r["tool_choice"] for r in requests] == ["auto", "none", "none"]
+    assert [r.get("tool_choice") for r in requests] == ["auto", "none", None]  # after a refusal: no tool at all
+    assert "tools" not in requests[2]
     assert response.max_tool_calls == 1
 
 
@@ -212,3 +213,56 @@ def test_an_unreachable_upstream_and_a_code_timeout(tmp_path: Path, upstream: Sc
         assert "timed out" in told.lower() or "interrupt" in told.lower()
     finally:
         server.stop()
+
+
+def test_review_findings_stay_fixed(sdk: openai.OpenAI, http: httpx.Client, upstream: ScriptedUpstream,
+                                    model: str) -> None:
+    # Ollama numbers every call of a parallel batch 0: two calls stay two calls.
+    upstream.script(model, {"calls": [{"code": "a = 1"}, {"code": "print(a + 1)"}], "same_index": True},
+                    {"text": "Two runs."})
+    both = sdk.responses.create(model=model, tools=AUTO, input="go", include=OUTPUTS, stream=False)
+    assert [(i.type, i.status) for i in both.output[:2]] == [("code_interpreter_call", "completed")] * 2
+    assert both.output[1].outputs[0].logs == "2\n"
+    # A turn cut short with no text at all is still incomplete.
+    upstream.script(model, {"text": "", "finish_reason": "length"})
+    cut = sdk.responses.create(model=model, input="go")
+    assert cut.status == "incomplete"
+    assert cut.incomplete_details is not None
+    # tool_choice "none" means no code runs, even when the model calls anyway.
+    upstream.script(model, {"code": "print('ran')"}, {"text": "Without the tool."})
+    off = sdk.responses.create(model=model, tools=AUTO, tool_choice="none", input="go", include=OUTPUTS)
+    assert off.output[0].status == "failed"
+    assert "tool_choice" in off.output[0].outputs[0].logs
+    assert off.output_text == "Without the tool."
+    # Replayed assistant text lists back in the spec's shape.
+    upstream.script(model, {"text": "ok"})
+    replay = sdk.responses.create(model=model, input=[{"role": "user", "content": "hi"},
+                                                      {"role": "assistant", "content": "hello"},
+                                                      {"role": "user", "content": "again"}])
+    assert [i.role for i in sdk.responses.input_items.list(replay.id).data] == ["user", "assistant", "user"]
+
+
+def test_a_streamed_failure_before_any_output_leaves_no_container(sdk: openai.OpenAI, http: httpx.Client,
+                                                                  upstream: ScriptedUpstream, model: str) -> None:
+    data = sdk.files.create(file=("data.csv", b"a\n1\n"), purpose="user_data")
+    tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [data.id]}}]
+    before = {c.id for c in sdk.containers.list(limit=100)}
+    upstream.script(model, {"status": 404, "error": "no such model"})
+    events = sse(http, {"model": model, "tools": tools, "input": "go"})
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "invalid_prompt"
+    assert {c.id for c in sdk.containers.list(limit=100)} == before
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    ({"reasoning": {"effort": "extreme"}}, "reasoning"),
+    ({"text": {"format": {"type": "bogus"}}}, "text"),
+    ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "name"),
+    ({"service_tier": "bogus"}, "service_tier"),
+    ({"input": [{"id": "msg_same", "role": "user", "content": "a"}, {"id": "msg_same", "role": "user",
+                                                                      "content": "b"}]}, "distinct"),
+    ({"input": [{"type": "code_interpreter_call", "id": "ci_1", "code": "1", "container_id": "cntr_1",
+                 "outputs": None, "status": "weird"}]}, "status"),
+])
+def test_fields_that_are_echoed_are_checked(http: httpx.Client, extra: dict[str, Any], fragment: str) -> None:
+    check_error(http.post("/v1/responses", json={"model": "m", "input": "x", **extra}), 400, fragment)

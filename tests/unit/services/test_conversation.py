@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from cellbox.services.conversation import MAX_TOOL_RESULT, call_messages, chat_messages, python_tool, tool_result
+from cellbox.services.conversation import (
+    MAX_TOOL_RESULT,
+    call_messages,
+    chat_messages,
+    python_tool,
+    tool_call_id,
+    tool_result,
+)
 
 # --------------------------------------------------------------------------------------------------- python_tool
 
@@ -90,8 +97,9 @@ def test_call_joins_the_assistant_text_before_it() -> None:
     assert messages == [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "Let me.", "tool_calls": [
-            {"id": "ci_1", "type": "function", "function": {"name": "python", "arguments": '{"code": "print(1)"}'}}]},
-        {"role": "tool", "tool_call_id": "ci_1", "content": "1\n"},
+            {"id": tool_call_id("ci_1"), "type": "function",
+             "function": {"name": "python", "arguments": '{"code": "print(1)"}'}}]},
+        {"role": "tool", "tool_call_id": tool_call_id("ci_1"), "content": "1\n"},
     ]
 
 
@@ -114,8 +122,9 @@ def test_a_second_call_does_not_join_an_assistant_message_that_already_has_calls
     call_messages(messages, "ci_1", "a", "ra")
     call_messages(messages, "ci_2", "b", "rb")
     assert [m["role"] for m in messages] == ["assistant", "tool", "assistant", "tool"]
-    assert [m["tool_calls"][0]["id"] for m in messages if m["role"] == "assistant"] == ["ci_1", "ci_2"]
-    assert messages[3] == {"role": "tool", "tool_call_id": "ci_2", "content": "rb"}
+    ids = [m["tool_calls"][0]["id"] for m in messages if m["role"] == "assistant"]
+    assert ids == [tool_call_id("ci_1"), tool_call_id("ci_2")]
+    assert messages[3] == {"role": "tool", "tool_call_id": tool_call_id("ci_2"), "content": "rb"}
 
     messages = [{"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}]
     call_messages(messages, "ci_3", "c", "rc")
@@ -153,10 +162,14 @@ def test_no_instructions_no_system_message(instructions: str | None) -> None:
     assert chat_messages(instructions, [_msg("user", "hi")], {}, {}) == [{"role": "user", "content": "hi"}]
 
 
-def test_developer_and_system_messages_are_system() -> None:
-    items = [_msg("developer", "rule one"), _msg("system", "rule two")]
-    assert chat_messages(None, items, {}, {}) == [
-        {"role": "system", "content": "rule one"}, {"role": "system", "content": "rule two"}]
+def test_leading_developer_and_system_messages_become_one_system_message() -> None:
+    items = [_msg("developer", "rule one"), _msg("system", "rule two"), _msg("user", "hi"), _msg("developer", "late")]
+    assert chat_messages("instructions", items, {}, {}) == [
+        {"role": "system", "content": "instructions\n\nrule one\n\nrule two"},
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": "late"},  # many chat templates refuse a system message that is not first
+    ]
+    assert chat_messages(None, [_msg("developer", "only")], {}, {}) == [{"role": "system", "content": "only"}]
 
 
 def test_input_text_parts_are_joined_into_a_string() -> None:
@@ -217,8 +230,9 @@ def test_a_replayed_call_uses_the_stored_tool_result() -> None:
     assert messages == [
         {"role": "user", "content": "go"},
         {"role": "assistant", "content": "Running.", "tool_calls": [
-            {"id": "ci_1", "type": "function", "function": {"name": "python", "arguments": '{"code": "print(1)"}'}}]},
-        {"role": "tool", "tool_call_id": "ci_1", "content": "1\n[files written: /mnt/data/a.csv]\n"},
+            {"id": tool_call_id("ci_1"), "type": "function",
+             "function": {"name": "python", "arguments": '{"code": "print(1)"}'}}]},
+        {"role": "tool", "tool_call_id": tool_call_id("ci_1"), "content": "1\n[files written: /mnt/data/a.csv]\n"},
         {"role": "assistant", "content": "1"},
     ]
 
@@ -245,5 +259,5 @@ def test_several_calls_and_items_of_other_types() -> None:
              _call(None, "ci_2", "b")]
     messages = chat_messages(None, items, {"ci_2": "done"}, {})
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool"]
-    assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == ["ci_1", "ci_2"]
+    assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == [tool_call_id("ci_1"), tool_call_id("ci_2")]
     assert messages[-1]["content"] == "done"
