@@ -189,7 +189,7 @@ def test_without_an_upstream_responses_name_the_setting(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_an_unreachable_upstream_and_a_code_timeout(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+def test_an_unreachable_or_silent_upstream_and_a_code_timeout(tmp_path: Path, upstream: ScriptedUpstream) -> None:
     closed = f"http://127.0.0.1:{_free_port()}/v1"
     server = Server(tmp_path, CELLBOX_UPSTREAM_BASE_URL=closed).start()
     try:
@@ -200,8 +200,15 @@ def test_an_unreachable_upstream_and_a_code_timeout(tmp_path: Path, upstream: Sc
             assert "127.0.0.1" in failed.value.message
     finally:
         server.stop()
-    server = Server(tmp_path, CELLBOX_UPSTREAM_BASE_URL=upstream.url, CELLBOX_TIMEOUT="1").start()
+    server = Server(tmp_path, CELLBOX_UPSTREAM_BASE_URL=upstream.url, CELLBOX_TIMEOUT="1",
+                    CELLBOX_UPSTREAM_TIMEOUT="1").start()
     try:
+        upstream.script("silent-model", {"text": "too late", "delay": 3})
+        with client(server) as sdk:
+            with pytest.raises(openai.APIStatusError) as failed:
+                sdk.responses.create(model="silent-model", input="hi")
+            assert failed.value.status_code == 502
+            assert "did not answer in time" in failed.value.message
         upstream.script("timeout-model", {"code": "import time\nstate = 'kept'\ntime.sleep(30)"},
                         {"code": "print(state)"}, {"text": "It was too slow."})
         with client(server) as sdk:
