@@ -7,7 +7,9 @@ differ in how they fragment tool calls, so fragments are merged by ``index``, fa
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,11 @@ import httpx
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
 from cellbox.schemas.responses import InputTokensDetails, OutputTokensDetails, Usage
+
+log = logging.getLogger(__name__)
+RETRY_PAUSES = (0.5, 2.0)  # seconds before the second and the third try
+MAX_RETRY_AFTER = 10.0  # longest Retry-After honoured; a busier server fails the turn
+TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,11 @@ class _Merger:
 
 
 class Upstream:
-    def __init__(self, base_url: str, api_key: str, aliases: dict[str, str], timeout: float) -> None:
+    def __init__(self, base_url: str, api_key: str, aliases: dict[str, str], timeout: float,
+                 retry_pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
         self.base_url = base_url.rstrip("/")
         self._aliases = aliases
+        self._retry_pauses = retry_pauses
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=10.0))
@@ -122,26 +131,47 @@ class Upstream:
 
     async def turn(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         """One chat completion; the last event is always the ``Turn``. Failures raise UpstreamRejected (the
-        request is at fault: unknown model, context too long) or UpstreamUnavailable (anything else)."""
+        request is at fault: unknown model, context too long) or UpstreamUnavailable (anything else).
+
+        A model server that is briefly busy or restarting (no connection, 408, 429, 5xx) is asked again, twice,
+        as long as nothing of the turn has arrived: a failure later in a response would lose the code runs so far.
+        """
         if not self.configured:
             raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
                                    "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
         body = {**body, "model": self.model_for(body["model"]), "stream": stream}
         if stream:
             body["stream_options"] = {"include_usage": True}
+        for pause in (*self._retry_pauses, None):
+            try:
+                async for event in self._attempt(body, stream):
+                    yield event
+                return
+            except _Transient as transient:
+                if pause is None:
+                    raise transient.error from None
+                log.info("model server busy (%s); asking again", transient.error)
+                await asyncio.sleep(min(transient.retry_after or pause, MAX_RETRY_AFTER))
+
+    async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         try:
             async with self._http.stream("POST", "/chat/completions", json=body) as reply:
                 if reply.status_code >= 400:
                     await reply.aread()
-                    raise _refusal(reply)
+                    error = _refusal(reply)
+                    if reply.status_code in TRANSIENT:
+                        raise _Transient(error, _retry_after(reply))
+                    raise error
                 if stream:
                     async for event in _parse_stream(reply):
                         yield event
                 else:
                     await reply.aread()
-                    turn = _parse_whole(reply)
-                    for event in _as_events(turn):
+                    for event in _as_events(_parse_whole(reply)):
                         yield event
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _Transient(UpstreamUnavailable(f"the model server at {self.base_url} is unreachable: "
+                                                 f"{exc or type(exc).__name__}")) from None
         except httpx.TimeoutException as exc:
             raise UpstreamUnavailable(f"the model server at {self.base_url} did not answer in time "
                                       f"({type(exc).__name__})") from None
@@ -151,6 +181,21 @@ class Upstream:
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"the model server at {self.base_url} failed: "
                                       f"{exc or type(exc).__name__}") from None
+
+
+class _Transient(Exception):
+    """A failure worth one more try: nothing of the reply has arrived."""
+
+    def __init__(self, error: Exception, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error, self.retry_after = error, retry_after
+
+
+def _retry_after(reply: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(reply.headers.get("retry-after", "")))
+    except ValueError:
+        return None
 
 
 def _refusal(reply: httpx.Response) -> Exception:

@@ -21,7 +21,7 @@ def test_an_upstream_error_before_anything_is_made_is_an_http_error(sdk: openai.
     data = sdk.files.create(file=("data.csv", b"a,b\n1,2\n"), purpose="user_data")
     tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [data.id]}}]
     before = {c.id for c in sdk.containers.list(limit=100)}
-    upstream.script(model, {"status": 500, "error": "the GPU caught fire"})
+    upstream.script(model, *[{"status": 500, "error": "the GPU caught fire"}] * 3)  # asked three times
     with pytest.raises(openai.APIStatusError) as failed:
         sdk.responses.create(model=model, tools=tools, input="hi")
     assert failed.value.status_code == 502
@@ -35,7 +35,7 @@ def test_an_upstream_error_before_anything_is_made_is_an_http_error(sdk: openai.
 
 def test_an_upstream_failure_after_a_code_run_keeps_the_run(sdk: openai.OpenAI, http: httpx.Client,
                                                             upstream: ScriptedUpstream, model: str) -> None:
-    upstream.script(model, {"code": "print('kept')"}, {"status": 503, "error": "overloaded"})
+    upstream.script(model, {"code": "print('kept')"}, *[{"status": 503, "error": "overloaded"}] * 3)
     response = sdk.responses.create(model=model, tools=AUTO, input="go", include=OUTPUTS)
     assert response.status == "failed"
     assert response.error is not None
@@ -55,6 +55,16 @@ def test_an_upstream_failure_after_a_code_run_keeps_the_run(sdk: openai.OpenAI, 
     assert [(i["type"], i["status"]) for i in final["output"]] == [("code_interpreter_call", "completed"),
                                                                    ("message", "incomplete")]
     assert final["output"][1]["content"][0]["text"] == "par"  # what arrived before the cut
+
+
+def test_a_model_server_that_is_briefly_busy_is_asked_again(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                             model: str) -> None:
+    upstream.script(model, {"code": "print('once')"}, {"status": 503, "error": "loading"}, {"text": "Fine."})
+    response = sdk.responses.create(model=model, tools=AUTO, input="go", include=OUTPUTS)
+    assert response.status == "completed"
+    assert response.output_text == "Fine."
+    assert [i.type for i in response.output] == ["code_interpreter_call", "message"]  # the code ran once
+    assert len(upstream.requests(model)) == 3
 
 
 def test_a_dropped_stream_on_the_first_turn_fails_the_stream_cleanly(http: httpx.Client, upstream: ScriptedUpstream,

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
-from cellbox.services.upstream import ArgumentsDelta, CallStarted, Event, TextDelta, Turn, Upstream
+from cellbox.services.upstream import TRANSIENT, ArgumentsDelta, CallStarted, Event, TextDelta, Turn, Upstream
 from tests.upstream import ScriptedUpstream
 
 BOTH = pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+QUICK = (0.01, 0.01)  # retry pauses: the behaviour, not the wait, is under test
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def scripted() -> Iterator[ScriptedUpstream]:
 
 @pytest.fixture
 async def upstream(scripted: ScriptedUpstream) -> AsyncIterator[Upstream]:
-    client = Upstream(scripted.url, "", {}, timeout=30)
+    client = Upstream(scripted.url, "", {}, timeout=30, retry_pauses=QUICK)
     yield client
     await client.aclose()
 
@@ -191,7 +192,7 @@ async def test_the_callers_body_is_not_changed(upstream: Upstream, scripted: Scr
 @BOTH
 async def test_the_api_key_is_sent_as_a_bearer_token(scripted: ScriptedUpstream, model: str, stream: bool) -> None:
     scripted.script(model, {"text": "ok"})
-    client = Upstream(scripted.url, "sk-test-123", {}, timeout=30)
+    client = Upstream(scripted.url, "sk-test-123", {}, timeout=30, retry_pauses=QUICK)
     try:
         await _events(client, model, stream)
     finally:
@@ -210,7 +211,7 @@ async def test_no_api_key_no_authorization_header(upstream: Upstream, scripted: 
 async def test_an_alias_names_the_upstream_model(scripted: ScriptedUpstream, model: str) -> None:
     target = f"{model}-real"
     scripted.script(target, {"text": "from the alias"})
-    client = Upstream(scripted.url, "", {"gpt-4.1": target}, timeout=30)
+    client = Upstream(scripted.url, "", {"gpt-4.1": target}, timeout=30, retry_pauses=QUICK)
     try:
         turn = _turn(await _events(client, "gpt-4.1", True))
     finally:
@@ -224,7 +225,7 @@ async def test_a_star_alias_catches_every_other_model(scripted: ScriptedUpstream
     star, named = f"{model}-star", f"{model}-named"
     scripted.script(star, {"text": "star"}, {"text": "star again"})
     scripted.script(named, {"text": "named"})
-    client = Upstream(scripted.url, "", {"*": star, "special": named}, timeout=30)
+    client = Upstream(scripted.url, "", {"*": star, "special": named}, timeout=30, retry_pauses=QUICK)
     try:
         texts = [_turn(await _events(client, requested, False)).text for requested in ("gpt-4o", model, "special")]
     finally:
@@ -235,7 +236,7 @@ async def test_a_star_alias_catches_every_other_model(scripted: ScriptedUpstream
 
 
 async def test_a_model_without_an_alias_is_sent_as_named(scripted: ScriptedUpstream) -> None:
-    client = Upstream(scripted.url + "/", "", {"a": "b"}, timeout=30)
+    client = Upstream(scripted.url + "/", "", {"a": "b"}, timeout=30, retry_pauses=QUICK)
     try:
         assert client.model_for("a") == "b"
         assert client.model_for("c") == "c"
@@ -260,9 +261,19 @@ async def test_a_400_is_rejected(upstream: Upstream, scripted: ScriptedUpstream,
 @pytest.mark.parametrize("status", [500, 401, 429, 503])
 async def test_server_auth_and_rate_errors_are_unavailable(upstream: Upstream, scripted: ScriptedUpstream, model: str,
                                                            stream: bool, status: int) -> None:
-    scripted.script(model, {"status": status, "error": f"scripted failure {status}"})
+    scripted.script(model, *[{"status": status, "error": f"scripted failure {status}"}] * 3)
     with pytest.raises(UpstreamUnavailable, match=f"{status}.*scripted failure {status}"):
         await _events(upstream, model, stream)
+    busy = status in TRANSIENT
+    assert len(scripted.requests(model)) == (3 if busy else 1)  # a busy server is asked three times, others once
+
+
+@BOTH
+async def test_a_briefly_busy_server_is_asked_again(upstream: Upstream, scripted: ScriptedUpstream, model: str,
+                                                    stream: bool) -> None:
+    scripted.script(model, {"status": 503, "error": "loading"}, {"status": 429, "error": "slow down"},
+                    {"text": "ready"})
+    assert _turn(await _events(upstream, model, stream)).text == "ready"
 
 
 async def test_an_unknown_model_is_rejected(upstream: Upstream, model: str) -> None:
@@ -296,7 +307,7 @@ async def test_a_closed_port_is_unavailable(model: str, stream: bool) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = Upstream(f"http://127.0.0.1:{port}/v1", "", {}, timeout=5)
+    client = Upstream(f"http://127.0.0.1:{port}/v1", "", {}, timeout=5, retry_pauses=QUICK)
     try:
         with pytest.raises(UpstreamUnavailable, match=f"127.0.0.1:{port}"):
             await _events(client, model, stream)
@@ -307,7 +318,7 @@ async def test_a_closed_port_is_unavailable(model: str, stream: bool) -> None:
 @BOTH
 async def test_a_slow_server_is_unavailable(scripted: ScriptedUpstream, model: str, stream: bool) -> None:
     scripted.script(model, {"text": "too late", "delay": 2})
-    client = Upstream(scripted.url, "", {}, timeout=0.5)
+    client = Upstream(scripted.url, "", {}, timeout=0.5, retry_pauses=QUICK)
     try:
         with pytest.raises(UpstreamUnavailable, match="did not answer in time"):
             await _events(client, model, stream)
@@ -317,7 +328,7 @@ async def test_a_slow_server_is_unavailable(scripted: ScriptedUpstream, model: s
 
 @BOTH
 async def test_an_unconfigured_upstream_is_rejected(model: str, stream: bool) -> None:
-    client = Upstream("", "key", {}, timeout=5)
+    client = Upstream("", "key", {}, timeout=5, retry_pauses=QUICK)
     try:
         assert not client.configured
         with pytest.raises(UpstreamRejected, match="CELLBOX_UPSTREAM_BASE_URL"):
@@ -327,7 +338,7 @@ async def test_an_unconfigured_upstream_is_rejected(model: str, stream: bool) ->
 
 
 async def test_the_unconfigured_message_is_plain_text(model: str) -> None:
-    client = Upstream("", "", {}, timeout=5)
+    client = Upstream("", "", {}, timeout=5, retry_pauses=QUICK)
     try:
         with pytest.raises(UpstreamRejected) as caught:
             await _events(client, model, True)
