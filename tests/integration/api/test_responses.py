@@ -415,3 +415,22 @@ def test_streamed_citations_and_an_incomplete_answer_match_the_spec(http: httpx.
     assert final["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     part = next(e for e in events if e["type"] == "response.content_part.done")["part"]
     assert part["annotations"] == [added["annotation"]]
+
+
+def test_model_written_code_cannot_see_the_upstream_key_or_reach_the_model_server(
+        sdk: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> None:
+    code = ("import os, socket\n"
+            "environ = open('/proc/self/environ', 'rb').read() + open('/proc/1/environ', 'rb').read()\n"
+            "print('key visible:', b'upstream-secret' in environ or any('upstream-secret' in v "
+            "for v in os.environ.values()))\n"
+            "try:\n"
+            f"    socket.create_connection(('127.0.0.1', {upstream.port}), timeout=2)\n"
+            "    print('model server reachable')\n"
+            "except OSError as exc:\n"
+            "    print('model server unreachable:', type(exc).__name__)\n")
+    upstream.script(model, {"code": code}, {"text": "Checked."})
+    response = sdk.responses.create(model=model, tools=AUTO, input="probe", include=OUTPUTS)
+    logs = response.output[0].outputs[0].logs
+    assert "key visible: False" in logs
+    assert "model server unreachable" in logs
+    assert upstream.headers(model)[0]["authorization"] == "Bearer upstream-secret"  # only the model server gets it
