@@ -139,7 +139,7 @@ class Upstream:
         if not self.configured:
             raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
                                    "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
-        body = {**body, "model": self.model_for(body["model"]), "stream": stream}
+        body = for_server(self.base_url, {**body, "model": self.model_for(body["model"]), "stream": stream})
         if stream:
             body["stream_options"] = {"include_usage": True}
         for pause in (*self._retry_pauses, None):
@@ -181,6 +181,16 @@ class Upstream:
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"the model server at {self.base_url} failed: "
                                       f"{exc or type(exc).__name__}") from None
+
+
+def for_server(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's own API refuses the old ``max_tokens`` for its reasoning models and wants ``max_completion_tokens``,
+    which not every self-hosted server knows yet: each gets the name it understands."""
+    host = httpx.URL(base_url).host if base_url else ""
+    if "max_tokens" in body and (host == "api.openai.com" or host.endswith(".openai.azure.com")):
+        body = {**body, "max_completion_tokens": body["max_tokens"]}
+        del body["max_tokens"]
+    return body
 
 
 class _Transient(Exception):

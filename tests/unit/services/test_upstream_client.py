@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
-from cellbox.services.upstream import TRANSIENT, ArgumentsDelta, CallStarted, Event, TextDelta, Turn, Upstream
+from cellbox.services.upstream import (
+    TRANSIENT,
+    ArgumentsDelta,
+    CallStarted,
+    Event,
+    TextDelta,
+    Turn,
+    Upstream,
+    for_server,
+)
 from tests.upstream import ScriptedUpstream
 
 BOTH = pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
@@ -345,3 +354,16 @@ async def test_the_unconfigured_message_is_plain_text(model: str) -> None:
     finally:
         await client.aclose()
     assert str(caught.value).startswith("no model server is configured")
+
+
+@pytest.mark.parametrize(("base_url", "field"), [
+    ("https://api.openai.com/v1", "max_completion_tokens"),
+    ("https://mine.openai.azure.com/openai/v1", "max_completion_tokens"),
+    ("http://127.0.0.1:11434/v1", "max_tokens"),
+    ("http://vllm.internal:8000/v1", "max_tokens"),
+])
+def test_each_server_gets_the_output_limit_under_the_name_it_knows(base_url: str, field: str) -> None:
+    body = for_server(base_url, {"model": "m", "messages": [], "max_tokens": 64})
+    assert body[field] == 64
+    assert set(body) == {"model", "messages", field}
+    assert for_server(base_url, {"model": "m"}) == {"model": "m"}
