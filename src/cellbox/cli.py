@@ -90,7 +90,13 @@ def _serve(args: argparse.Namespace) -> None:
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
     mode = f"{keys} API key(s)" if keys else "open local mode (no API keys; loopback only)"
-    print(f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}", file=sys.stderr, flush=True)
+    aliases = settings.aliases  # a malformed CELLBOX_MODEL_ALIASES is a usage error now, not a crash at start
+    models = (f"/v1/responses drives the model server at {settings.upstream_base_url}"
+              + (f" (aliases: {', '.join(f'{k}={v}' for k, v in aliases.items())})" if aliases else "")
+              if settings.upstream_base_url else "/v1/responses is off until CELLBOX_UPSTREAM_BASE_URL names a model "
+              "server")
+    print(f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}", file=sys.stderr,
+          flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                 log_level="warning", lifespan="on")

@@ -3,7 +3,10 @@ container expires, the request is malformed. Each ends cleanly with a clear erro
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +214,13 @@ def test_an_unreachable_or_silent_upstream_and_a_code_timeout(tmp_path: Path, up
     finally:
         server.stop()
     server = Server(tmp_path, CELLBOX_UPSTREAM_BASE_URL=upstream.url, CELLBOX_TIMEOUT="1",
-                    CELLBOX_UPSTREAM_TIMEOUT="1").start()
+                    CELLBOX_UPSTREAM_TIMEOUT="1", CELLBOX_MODEL_ALIASES="gpt-4.1=aliased-model").start()
     try:
+        upstream.script("aliased-model", {"text": "Renamed."})
+        with client(server) as sdk:
+            renamed = sdk.responses.create(model="gpt-4.1", input="hi")
+        assert renamed.model == "gpt-4.1"  # what the client asked for
+        assert [r["model"] for r in upstream.requests("aliased-model")] == ["aliased-model"]
         upstream.script("silent-model", {"text": "too late", "delay": 3})
         with client(server) as sdk:
             with pytest.raises(openai.APIStatusError) as failed:
@@ -283,3 +291,12 @@ def test_a_streamed_failure_before_any_output_leaves_no_container(sdk: openai.Op
 ])
 def test_fields_that_are_echoed_are_checked(http: httpx.Client, extra: dict[str, Any], fragment: str) -> None:
     check_error(http.post("/v1/responses", json={"model": "m", "input": "x", **extra}), 400, fragment)
+
+
+def test_malformed_model_aliases_are_a_one_line_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "serve", "--port", "1", "--data-dir", str(tmp_path)],
+                          env={**os.environ, "CELLBOX_MODEL_ALIASES": "gpt-4.1"}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "cellbox: error: invalid CELLBOX_MODEL_ALIASES 'gpt-4.1': use 'requested=upstream,...'"]
