@@ -298,7 +298,7 @@ class Responses:
                 run.messages.insert(0, {"role": "system", "content": note})
 
     async def _abandon(self, run: Run) -> None:
-        """A response that made nothing leaves nothing: its auto container goes, its stored row too."""
+        """An auto container made for a response that ran no code goes again: nothing refers to it."""
         if run.made_container and run.container_id is not None:
             with contextlib.suppress(CellboxError):
                 await self._containers.delete(run.project, run.container_id)
@@ -325,7 +325,7 @@ class Responses:
                 yield event
         except Exception as exc:
             if not run.response.output:
-                await self._abandon(run)  # nothing refers to an auto container that never ran code
+                await self._abandon(run)
             if raise_early and not run.response.output:
                 if run.body.store:
                     await self._history.discard(run.response.id)
