@@ -48,6 +48,8 @@ def test_an_upstream_failure_after_a_code_run_keeps_the_run(sdk: openai.OpenAI, 
     assert call.status == "completed"
     assert call.outputs[0].logs == "kept\n"
     assert sdk.responses.retrieve(response.id).status == "failed"
+    with pytest.raises(openai.BadRequestError, match="background"):
+        sdk.responses.cancel(response.id)
 
     upstream.script(model, {"code": "print('kept')"}, {"text": "partial answer", "drop": True})
     events = sse(http, {"model": model, "tools": AUTO, "input": "go"})
@@ -190,6 +192,7 @@ def test_retrieve_options_are_checked(http: httpx.Client) -> None:
     check_error(http.get("/v1/responses/resp_nope", params={"stream": "true"}), 400, "stream")
     check_error(http.get("/v1/responses/resp_nope/input_items", params={"limit": 0}), 400, "limit")
     check_error(http.delete("/v1/responses/resp_nope"), 404, "resp_nope")
+    check_error(http.post("/v1/responses/resp_nope/cancel"), 404, "resp_nope")
 
 
 def test_without_an_upstream_responses_name_the_setting(tmp_path: Path) -> None:

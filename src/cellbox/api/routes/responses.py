@@ -56,6 +56,15 @@ async def delete_response(response_id: str, svc: Svc, project: Project) -> Delet
     return Deleted(id=response_id, object="response")
 
 
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, svc: Svc, project: Project) -> None:
+    """Only background responses can be cancelled, and Cellbox has none: a streamed one stops when its client
+    hangs up."""
+    await svc.responses.get(project, response_id, [])
+    raise InvalidInput("only background responses can be cancelled, and background mode is not supported; "
+                       "close the stream to stop a response", "response_id")
+
+
 @router.get("/responses/{response_id}/input_items")
 async def list_input_items(
     response_id: str, request: Request, svc: Svc, project: Project, order: Order = "desc", after: After = None,
