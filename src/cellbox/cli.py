@@ -91,10 +91,11 @@ def _serve(args: argparse.Namespace) -> None:
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
     mode = f"{keys} API key(s)" if keys else "open local mode (no API keys; loopback only)"
     aliases = settings.aliases  # a malformed CELLBOX_MODEL_ALIASES is a usage error now, not a crash at start
-    models = (f"/v1/responses drives the model server at {settings.upstream_base_url}"
-              + (f" (aliases: {', '.join(f'{k}={v}' for k, v in aliases.items())})" if aliases else "")
-              if settings.upstream_base_url else "/v1/responses is off until CELLBOX_UPSTREAM_BASE_URL names a model "
-              "server")
+    models = "/v1/responses is off until CELLBOX_UPSTREAM_BASE_URL names a model server"
+    if settings.upstream_base_url:
+        models = f"/v1/responses drives the model server at {settings.upstream_base_url}"
+        if aliases:
+            models += f" (aliases: {settings.model_aliases})"
     print(f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}", file=sys.stderr,
           flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

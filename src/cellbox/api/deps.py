@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 
@@ -10,7 +10,7 @@ from cellbox.schemas.common import ListPage, Wire
 from cellbox.services.auth import hash_key
 from cellbox.services.wiring import Services
 
-W = TypeVar("W", bound=Wire)
+W = TypeVar("W", bound=Wire | dict[str, Any])
 
 
 def services(request: Request) -> Services:
@@ -30,7 +30,12 @@ Order = Annotated[Literal["asc", "desc"], Query()]
 After = Annotated[str | None, Query()]
 
 
+def _id(item: Wire | dict[str, Any]) -> str:
+    return str(item["id"] if isinstance(item, dict) else item.id)  # type: ignore[attr-defined]
+
+
 def list_page(data: list[W], has_more: bool) -> ListPage[W]:
-    """OpenAI's list envelope. The spec types first_id/last_id as strings, so an empty page sends ""."""
-    return ListPage(data=data, first_id=data[0].id if data else "", last_id=data[-1].id if data else "",  # type: ignore[attr-defined]
+    """OpenAI's list envelope (of models, or of stored item dicts). The spec types first_id/last_id as strings,
+    so an empty page sends ""."""
+    return ListPage(data=data, first_id=_id(data[0]) if data else "", last_id=_id(data[-1]) if data else "",
                     has_more=has_more)

@@ -66,8 +66,7 @@ def error_response(exc: Exception) -> JSONResponse:
 
 def _param(loc: tuple[Any, ...]) -> str | None:
     """The field's path; pydantic's labels for the branches of a union (``list[...]``, ``str``) are left out."""
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "str")
-             and not ("[" in str(p) or "-" in str(p))]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "str") and "[" not in str(p)]
     return ".".join(parts) or None
 
 

@@ -57,9 +57,12 @@ class RefusalIn(Request):
 ContentPart = Annotated[InputText | InputImage | InputFile | OutputTextIn | RefusalIn, Field(discriminator="type")]
 
 
+ItemId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class MessageIn(Request):
     type: Literal["message"] = "message"
-    id: str | None = None
+    id: ItemId | None = None
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
 
@@ -68,7 +71,7 @@ class CodeInterpreterCallIn(Request):
     """An earlier ``code_interpreter_call`` replayed as input (as the SDK does when a caller keeps the history)."""
 
     type: Literal["code_interpreter_call"]
-    id: str
+    id: ItemId
     code: str | None = None
     container_id: str
     outputs: list[LogsOutput | ImageOutput] | None = None

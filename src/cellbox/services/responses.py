@@ -19,6 +19,7 @@ from typing import Any
 
 from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
 from cellbox.ids import call_id, message_id, now, response_id
+from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.containers import ContainerFile, CreateContainer, ImageOutput, LogsOutput
 from cellbox.schemas.responses import (
     OUTPUTS,
@@ -231,7 +232,8 @@ class Responses:
                 base64.b64decode(part.file_data.split(",", 1)[-1], validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidInput("input_file.file_data must be base64", where) from None
-            return {"type": "input_file", "filename": part.filename, "file_data": part.file_data}
+            # The name the file will have in /mnt/data, which is also what the model is told.
+            return {"type": "input_file", "filename": safe_filename(part.filename), "file_data": part.file_data}
         raise InvalidInput("input_file needs a file_id, or file_data with a filename", where)
 
     async def _images(self, project: str, items: list[dict[str, Any]]) -> dict[str, str]:

@@ -78,29 +78,26 @@ class _Merger:
 
     def __init__(self) -> None:
         self.calls: list[ToolCall] = []
-        self._by_key: dict[object, int] = {}
+        self._by_key: dict[tuple[str, object], int] = {}
 
     def feed(self, fragment: dict[str, Any]) -> list[Event]:
         function = fragment.get("function") or {}
-        key: object = ("index", fragment["index"]) if isinstance(fragment.get("index"), int) else None
-        if key is None and fragment.get("id"):
-            key = ("id", fragment["id"])
+        given_id = fragment.get("id") or ""
+        key: tuple[str, object] | None = (("index", fragment["index"]) if isinstance(fragment.get("index"), int)
+                                          else ("id", given_id) if given_id else None)
+        # Without index or id, a fragment continues the latest call.
+        position = self._by_key.get(key) if key else (len(self.calls) - 1 if self.calls else None)
+        if position is not None and given_id and self.calls[position].id not in ("", given_id):
+            position = None  # Ollama numbers every call of a parallel batch 0: a new id is a new call
         events: list[Event] = []
-        if key in self._by_key and fragment.get("id") and self.calls[self._by_key[key]].id not in ("", fragment["id"]):
-            del self._by_key[key]  # Ollama numbers every call of a parallel batch 0: a new id is a new call
-        if key is None or key not in self._by_key:
-            if key is None and self.calls:  # an anonymous continuation of the latest call
-                position = len(self.calls) - 1
-            else:
-                position = len(self.calls)
-                self.calls.append(ToolCall(id=fragment.get("id") or "", name=function.get("name") or "python"))
-                events.append(CallStarted(position, self.calls[position].name))
-            if key is not None:
-                self._by_key[key] = position
-        else:
-            position = self._by_key[key]
+        if position is None:
+            position = len(self.calls)
+            self.calls.append(ToolCall(id=given_id, name=function.get("name") or "python"))
+            events.append(CallStarted(position, self.calls[position].name))
+        if key:
+            self._by_key[key] = position
         call = self.calls[position]
-        call.id = call.id or fragment.get("id") or ""
+        call.id = call.id or given_id
         if piece := function.get("arguments"):
             if isinstance(piece, dict):  # some servers send parsed arguments
                 piece = json.dumps(piece)

@@ -434,3 +434,15 @@ def test_model_written_code_cannot_see_the_upstream_key_or_reach_the_model_serve
     assert "key visible: False" in logs
     assert "model server unreachable" in logs
     assert upstream.headers(model)[0]["authorization"] == "Bearer upstream-secret"  # only the model server gets it
+
+
+def test_an_inline_file_name_cannot_escape_the_workspace(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                         model: str) -> None:
+    upstream.script(model, {"code": "import os\nprint(sorted(os.listdir('/mnt/data')), os.path.exists('/etc/evil'))"},
+                    {"text": "Listed."})
+    response = sdk.responses.create(model=model, tools=AUTO, include=OUTPUTS, input=[{"role": "user", "content": [
+        {"type": "input_file", "filename": "../../../etc/evil", "file_data": "ZXZpbA=="}]}])
+    assert response.output[0].outputs[0].logs == "['evil'] False\n"
+    told = upstream.requests(model)[0]["messages"][0]["content"]
+    assert told == "[The user attached the file evil; it is at /mnt/data/evil]"  # where it really is
+    assert sdk.responses.input_items.list(response.id).data[0].content[0].filename == "evil"

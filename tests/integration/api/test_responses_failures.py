@@ -291,6 +291,7 @@ def test_a_streamed_failure_before_any_output_leaves_no_container(sdk: openai.Op
                                                                       "content": "b"}]}, "distinct"),
     ({"input": [{"type": "code_interpreter_call", "id": "ci_1", "code": "1", "container_id": "cntr_1",
                  "outputs": None, "status": "weird"}]}, "status"),
+    ({"input": [{"id": "m" * 65, "role": "user", "content": "a"}]}, "64"),
 ])
 def test_fields_that_are_echoed_are_checked(http: httpx.Client, extra: dict[str, Any], fragment: str) -> None:
     check_error(http.post("/v1/responses", json={"model": "m", "input": "x", **extra}), 400, fragment)

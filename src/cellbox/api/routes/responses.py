@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from cellbox.api.deps import After, Order, Project, Svc
+from cellbox.api.deps import After, Order, Project, Svc, list_page
 from cellbox.api.sse import event
 from cellbox.errors import InvalidInput
-from cellbox.schemas.common import Deleted
+from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.responses import INCLUDABLE, CreateResponse
 from cellbox.services.responses import Run, shown
 
@@ -69,9 +69,7 @@ async def cancel_response(response_id: str, svc: Svc, project: Project) -> None:
 async def list_input_items(
     response_id: str, request: Request, svc: Svc, project: Project, order: Order = "desc", after: After = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
+) -> ListPage[dict[str, Any]]:
     include = _include(request)
     page = await svc.responses.input_items(project, response_id, limit, order, after)
-    data = [shown(row.body, include) for row in page.rows]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
-            "last_id": data[-1]["id"] if data else "", "has_more": page.has_more}
+    return list_page([shown(row.body, include) for row in page.rows], page.has_more)
