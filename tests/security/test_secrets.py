@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,8 +58,10 @@ async def test_server_environment_does_not_reach_the_container(secret_engine: En
         """, name=SECRET_NAME, digest=digest)
     assert out["os_environ_name"] is False
     assert out["os_environ_value"] is False
-    assert {"1", "2", "self"} <= out["environ_files"].keys()
-    assert all(v == {"name": False, "value": False} for v in out["environ_files"].values()), out["environ_files"]
+    environ = out["environ_files"]
+    assert environ.pop("1") == "PermissionError"  # the init is not dumpable: its memory is not the session's
+    assert {"2", "self"} <= environ.keys()
+    assert all(v == {"name": False, "value": False} for v in environ.values()), environ
     assert out["cmdline"] is False
 
 
@@ -65,11 +69,16 @@ async def test_no_host_descriptors_leak_into_the_container(box: Sandbox) -> None
     """Every descriptor the container's processes hold is a pipe, socket, device or a file it can see itself.
 
     A leaked descriptor of a host directory (the data dir, a workspace) would let code openat() its way out.
+    The session's own are checked from inside; the init's (not dumpable, so hidden from the session) from the host.
     """
+    fd_dir = f"/proc/{box.init_pid}/fd"
+    init_kinds = {stat.S_IFMT(os.stat(f"{fd_dir}/{fd}").st_mode) for fd in os.listdir(fd_dir)}
+    assert init_kinds <= {stat.S_IFCHR, stat.S_IFIFO, stat.S_IFSOCK}, init_kinds  # /dev/null, pipes, sockets
     out = await probe(box, """
         import os, stat
         out["leaks"], out["count"] = [], 0
-        for pid in ("1", "self"):
+        out["init_fds"] = attempt(os.listdir, "/proc/1/fd")
+        for pid in ("self",):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 link = f"/proc/{pid}/fd/{fd}"
                 try:
@@ -87,5 +96,6 @@ async def test_no_host_descriptors_leak_into_the_container(box: Sandbox) -> None
                     if seen is None or (seen.st_dev, seen.st_ino) != (info.st_dev, info.st_ino):
                         out["leaks"].append([pid, fd, target, "file not visible inside"])
     """)
+    assert out["init_fds"] == "EACCES"
     assert out["count"] >= 3
     assert out["leaks"] == []

@@ -6,12 +6,12 @@ in the child. Timeouts arrive as SIGINT and become a KeyboardInterrupt in the us
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Any
 
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.profiledir import ProfileDir
 from traitlets import Type
 from traitlets.config import Config
 
@@ -74,6 +74,24 @@ class Executor:
         CellShell.on_error = self._emit_error
         signal.signal(signal.SIGINT, self._on_interrupt)
 
+    def settle_in(self, home: str) -> None:
+        """Forget the template's host directories (its IPython profile, matplotlib's config and cache): code in
+        the container must not learn where the server keeps its data. Called once in each new session."""
+        self.shell.home_dir = home
+        self.shell.ipython_dir = f"{home}/.ipython"
+        self.shell.profile_dir = ProfileDir.create_profile_dir_by_name(self.shell.ipython_dir, "default")
+        matplotlib = sys.modules.get("matplotlib")
+        if matplotlib is None:
+            return
+        config = f"{home}/.matplotlib"
+        matplotlib.get_configdir = matplotlib.get_cachedir = lambda: config
+        style = sys.modules.get("matplotlib.style")
+        if style is not None:
+            style.USER_LIBRARY_PATHS[:] = [f"{config}/stylelib"]
+        texmanager = sys.modules.get("matplotlib.texmanager")
+        if texmanager is not None:
+            texmanager.TexManager._cache_dir = f"{config}/tex.cache"
+
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         if self._running:
             raise KeyboardInterrupt
@@ -119,22 +137,3 @@ class Executor:
         self._send({"type": DONE, "status": status, "execution_count": self.shell.execution_count - 1})
         self._request_id = None
 
-
-def sandbox_environment(home: str, path: str) -> dict[str, str]:
-    """The environment user code sees: nothing inherited from the host."""
-    return {
-        "HOME": home,
-        "PATH": path,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "TMPDIR": "/tmp",
-        "USER": "sandbox",
-        "LOGNAME": "sandbox",
-        "SHELL": "/bin/sh",
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "MPLCONFIGDIR": "/tmp/.matplotlib",
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-        "PYTHONUNBUFFERED": "1",
-        "TERM": "dumb",
-    }

@@ -20,8 +20,8 @@ from typing import Any
 from cellbox.config import Settings, parse_size
 from cellbox.errors import InvalidInput, NotFound, SandboxFailure, SandboxUnavailable
 from cellbox.ids import container_id
-from cellbox.runtime.executor import sandbox_environment
 from cellbox.sandbox.cgroups import Cgroups, Limits
+from cellbox.sandbox.environment import sandbox_environment
 from cellbox.sandbox.launcher import Zygote
 from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
 from cellbox.sandbox.seccomp import build_filter
@@ -302,7 +302,7 @@ class Engine:
             "shm_size": SHM_SIZE,
             "rlimits": {"NOFILE": self.settings.open_files, "FSIZE": self.settings.disk_quota_bytes, "CORE": 0},
             "cgroup_procs": procs_files,
-            "env": sandbox_environment("/tmp", f"{python_bin}:/usr/local/bin:/usr/bin:/bin"),
+            "env": sandbox_environment(python_bin),
         }
         if not self._zygote.running:  # killed from outside (OOM killer, an operator): start a new template
             log.warning("the sandbox template exited; starting a new one")

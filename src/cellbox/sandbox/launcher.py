@@ -32,14 +32,13 @@ class Zygote:
         self._next_id = 0
         self.failed_preloads: list[str] = []
 
-    def _environment(self) -> dict[str, str]:
-        """Nothing from the server's environment (keys, tokens) may reach the template."""
-        cache = self._state_dir / "cache"
+    @staticmethod
+    def _environment() -> dict[str, str]:
+        """Nothing from the server's environment (keys, tokens) may reach the template, and no host path either:
+        every container's init keeps this block in its memory. The cache directories arrive by the control socket."""
         return {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(cache),
-            "IPYTHONDIR": str(cache / "ipython"),
-            "MPLCONFIGDIR": str(cache / "matplotlib"),
+            "HOME": "/nonexistent",
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
@@ -49,27 +48,46 @@ class Zygote:
             "LANG": "C.UTF-8",
         }
 
+    @property
+    def log_path(self) -> Path:
+        """What the template itself writes to stderr (its own failures, never container output)."""
+        return self._state_dir / "template.log"
+
     async def start(self) -> None:
-        (self._state_dir / "cache").mkdir(parents=True, exist_ok=True)
+        """Start the template in a session of its own, with no terminal: code forked from it must never reach the
+        operator's terminal (no controlling tty, no inherited tty descriptor, not in the server's process group)."""
+        cache = self._state_dir / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                str(self._python), "-m", "cellbox.sandbox.zygote", str(theirs.fileno()), str(self._lifeline),
-                pass_fds=(theirs.fileno(), self._lifeline), env=self._environment(), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-            )
+            with open(self.log_path, "wb") as log:
+                self._process = await asyncio.create_subprocess_exec(
+                    str(self._python), "-m", "cellbox.sandbox.zygote", str(theirs.fileno()), str(self._lifeline),
+                    pass_fds=(theirs.fileno(), self._lifeline), env=self._environment(), cwd="/",
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+                    start_new_session=True,
+                )
         finally:
             theirs.close()
         ours.setblocking(False)
         self._ctrl = ours
-        config = {"seccomp": base64.b64encode(self._seccomp).decode(), "preload": self._preload}
+        config = {"seccomp": base64.b64encode(self._seccomp).decode(), "preload": self._preload,
+                  "cache": str(cache)}
         ours.send(json.dumps(config).encode())
         try:
             reply = await asyncio.wait_for(self._receive(), STARTUP_TIMEOUT)
         except (TimeoutError, SandboxFailure) as exc:
             await self.aclose()
-            raise SandboxUnavailable(f"the sandbox template did not start: {exc}") from exc
+            what = f"no answer within {STARTUP_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
+            raise SandboxUnavailable(f"the sandbox template did not start ({what}){self._log_tail()}") from exc
         self.failed_preloads = reply.get("failed_preloads", [])
+
+    def _log_tail(self, size: int = 2000) -> str:
+        try:
+            text = self.log_path.read_bytes()[-size:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+        return f"; its last words: {text}" if text else ""
 
     async def _receive(self) -> dict[str, Any]:
         assert self._ctrl is not None

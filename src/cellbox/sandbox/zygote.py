@@ -49,6 +49,8 @@ def _fail_channel(channel_fd: int, message: str) -> None:
 def _kernel(channel_fd: int, spec: dict[str, Any], executor: Executor) -> None:
     os.environ.clear()
     os.environ.update(spec["env"])
+    sys.path.insert(0, "")  # modules in /mnt/data import, as in a notebook
+    executor.settle_in(spec["env"]["HOME"])
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()  # forked children would otherwise share the zygote's random state
@@ -68,9 +70,14 @@ def _container_init(channel_fd: int, spec: dict[str, Any], seccomp: bytes, execu
         os.chdir("/mnt/data")
         confine.set_rlimits(spec["rlimits"])
         confine.become_unprivileged(spec["uid"], spec["gid"])
-        confine.load_seccomp(seccomp)
+        # The init is not dumpable: the session may not read or write its memory or environment (/proc/1/mem).
+        # The session is (its own /proc/self/fd, /proc/self/environ are owned by root otherwise).
+        confine.prctl(confine.PR_SET_DUMPABLE, 0)
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
         kernel = os.fork()
+        if kernel == 0:
+            confine.prctl(confine.PR_SET_DUMPABLE, 1)
+        confine.load_seccomp(seccomp)
     except BaseException as exc:
         _fail_channel(channel_fd, f"sandbox setup failed: {exc}")
         os._exit(1)
@@ -106,6 +113,7 @@ def _monitor(report_fd: int, channel_fd: int, lifeline: int, spec: dict[str, Any
     """First child: joins the cgroups, creates the namespaces, reports the init's pid, waits; never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()  # a session of its own: no controlling terminal for the container, whatever the server has
         confine.close_fds_except({report_fd, channel_fd, lifeline})
         confine.join_cgroups(spec["cgroup_procs"])
         confine.unshare(confine.CONTAINER_NAMESPACES)
@@ -158,6 +166,10 @@ def main() -> None:
     lifeline = int(sys.argv[2])
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)
     config = json.loads(ctrl.recv(MAX_CONTROL_MESSAGE) or b"{}")
+    if sys.path and sys.path[0] == os.getcwd():
+        del sys.path[0]  # `python -m` put the working directory first; containers get "" instead
+    cache = config["cache"]  # host paths by message, not environment: the exec'd environment stays in every child
+    os.environ.update(IPYTHONDIR=f"{cache}/ipython", MPLCONFIGDIR=f"{cache}/matplotlib")
     seccomp = base64.b64decode(config["seccomp"])
     failed = preload(config.get("preload", []))
     executor = Executor(build_shell())
