@@ -46,7 +46,7 @@ from cellbox.sandbox.events import (
     Status,
     Stream,
 )
-from cellbox.sandbox.workspace import Workspace
+from cellbox.sandbox.workspace import Scan, Workspace, relative_path
 
 READY_TIMEOUT = 30.0
 Spawner = Callable[[], Awaitable[tuple[int, socket.socket]]]
@@ -271,11 +271,11 @@ class Sandbox:
 
     async def _with_files(self, finished: Finished) -> Finished:
         after = await asyncio.to_thread(self.workspace.scan)
-        files = self.workspace.changes(self._snapshot, after)
-        deleted = self.workspace.removed(self._snapshot, after)
+        diff = Workspace.diff(self._snapshot, after)
         self._snapshot = after
-        return Finished(finished.status, finished.execution_count, files, finished.restarted, finished.message,
-                        deleted)
+        message = " ".join(filter(None, [finished.message, *diff.notes])) or None
+        return Finished(finished.status, finished.execution_count, diff.changed, finished.restarted, message,
+                        diff.deleted)
 
     async def run(self, code: str, timeout: float | None = None) -> ExecutionResult:
         """Run code and collect everything it produced."""
@@ -290,9 +290,11 @@ class Sandbox:
     # --- files and stats -------------------------------------------------------------------------
 
     def upload(self, path: str, data: bytes | BinaryIO) -> ChangedFile:
-        """Put a file into /mnt/data (not reported as changed by the next execution)."""
+        """Put a file into /mnt/data (not reported as changed by the next execution). Only this file's entry of
+        the snapshot changes: what a running execution wrote meanwhile is still reported by it."""
         changed = self.workspace.write(path, data)
-        self._snapshot = self.workspace.scan()
+        if (state := self.workspace.state(changed.path)) is not None:
+            self._snapshot.files[str(relative_path(changed.path))] = state
         return changed
 
     def download(self, path: str) -> bytes:
@@ -303,10 +305,11 @@ class Sandbox:
 
     def delete_file(self, path: str) -> None:
         self.workspace.delete(path)
-        self._snapshot = self.workspace.scan()
+        self._snapshot.files.pop(str(relative_path(path)), None)
 
     def files(self) -> list[ChangedFile]:
-        return self.workspace.changes({}, self.workspace.scan())
+        """Every registrable file in the workspace now."""
+        return Workspace.diff(Scan({}), self.workspace.scan()).changed
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,8 @@ import os
 import secrets
 import shutil
 import stat
+import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,7 +24,13 @@ from cellbox.errors import InvalidInput, NotFound
 from cellbox.sandbox.events import ChangedFile
 
 MOUNT_POINT = "/mnt/data"
-MAX_SCAN_ENTRIES = 100_000
+# What one scan may cost the server, however the tenant shapes its workspace (see README, Isolation).
+MAX_SCAN_ENTRIES = 20_000  # files and directories seen
+MAX_SCAN_DEPTH = 32  # directory levels: also the most descriptors a scan holds at once
+MAX_SCAN_SECONDS = 5.0
+MAX_FILES_PER_EXECUTION = 1_000  # changed files one execution registers as container files
+MAX_PATH_BYTES = 1_024
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -34,6 +42,23 @@ class FileState:
 
 
 Snapshot = dict[str, FileState]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a scan saw; ``limit`` says which bound stopped it early (None: it saw everything)."""
+
+    files: Snapshot
+    limit: str | None = None
+
+
+@dataclass(frozen=True)
+class Diff:
+    """An execution's effect on the workspace, ready to register; ``notes`` say what was left out and why."""
+
+    changed: list[ChangedFile]
+    deleted: list[str]
+    notes: list[str]
 
 
 def relative_path(path: str) -> PurePosixPath:
@@ -157,48 +182,134 @@ class Workspace:
 
     # --- what is there, what changed -----------------------------------------------------------
 
-    def scan(self) -> Snapshot:
-        """Regular files under the workspace, keyed by relative path. Walks by directory descriptor with
-        O_NOFOLLOW, so code swapping a directory for a symlink mid-walk cannot make it list host files."""
-        found: Snapshot = {}
+    def scan(self) -> Scan:
+        """Regular files under the workspace, keyed by relative path, within the scan limits.
+
+        Walks depth first by directory descriptor with O_NOFOLLOW, holding only the chain of parent descriptors
+        (at most ``MAX_SCAN_DEPTH``), so code swapping a directory for a symlink mid-walk cannot make it list host
+        files, and a wide or deep tree cannot cost the server more than a few descriptors and bounded time."""
+        walk = _Walk(time.monotonic() + MAX_SCAN_SECONDS)
         try:
-            stack = [("", os.open(self.root, _DIR_FLAGS))]
+            fd = os.open(self.root, _DIR_FLAGS)
         except OSError:
-            return found
-        while stack:
-            prefix, fd = stack.pop()
-            try:
-                self._scan_directory(prefix, fd, found, stack)
-            finally:
-                os.close(fd)
-        return found
+            return Scan({})
+        try:
+            walk.directory("", fd, 1)
+        finally:
+            os.close(fd)
+        return Scan(walk.found, walk.limit)
+
+    def exists(self, path: str) -> bool:
+        """Whether anything (a file, a directory, a link) has this name, without following links."""
+        relative = relative_path(path)
+        try:
+            with self._parent_fd(relative) as parent:
+                os.stat(relative.name, dir_fd=parent, follow_symlinks=False)
+        except (NotFound, OSError):
+            return False
+        return True
+
+    def state(self, path: str) -> FileState | None:
+        """The state a scan would record for one regular file, or None."""
+        relative = relative_path(path)
+        try:
+            with self._parent_fd(relative) as parent:
+                info = os.stat(relative.name, dir_fd=parent, follow_symlinks=False)
+        except (NotFound, OSError):
+            return None
+        return FileState(info.st_size, info.st_mtime_ns, info.st_ino) if stat.S_ISREG(info.st_mode) else None
 
     @staticmethod
-    def _scan_directory(prefix: str, fd: int, found: Snapshot, stack: list[tuple[str, int]]) -> None:
-        try:
-            entries = list(os.scandir(fd))
-        except OSError:
-            return
-        for entry in entries:
-            if len(found) >= MAX_SCAN_ENTRIES:
-                return
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    stack.append((prefix + entry.name + "/", os.open(entry.name, _DIR_FLAGS, dir_fd=fd)))
-            except OSError:
+    def diff(before: Scan, after: Scan) -> Diff:
+        """What an execution changed, in the form that may leave the sandbox: files with presentable names only,
+        at most ``MAX_FILES_PER_EXECUTION`` of them, and no deletions inferred from a scan that stopped early."""
+        changed, refused = [], []
+        for name, state in sorted(after.files.items()):
+            if before.files.get(name) == state:
                 continue
-            if stat.S_ISREG(info.st_mode):
-                found[prefix + entry.name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
-
-    @staticmethod
-    def changes(before: Snapshot, after: Snapshot) -> list[ChangedFile]:
-        return [ChangedFile(sandbox_path(name), state.size) for name, state in sorted(after.items())
-                if before.get(name) != state]
-
-    @staticmethod
-    def removed(before: Snapshot, after: Snapshot) -> list[str]:
-        return [sandbox_path(name) for name in sorted(before) if name not in after]
+            (changed if presentable(name) else refused).append(name)
+        notes = []
+        if after.limit is not None:
+            notes.append(f"The workspace was too large to scan completely ({after.limit}); files beyond that "
+                         "were not registered.")
+        if refused:
+            notes.append(f"{len(refused)} file(s) were not registered because their names are not UTF-8 text without "
+                         f"control characters (for example {visible(refused[0])}).")
+        if len(changed) > MAX_FILES_PER_EXECUTION:
+            notes.append(f"{len(changed) - MAX_FILES_PER_EXECUTION} more changed file(s) were not registered: at most "
+                         f"{MAX_FILES_PER_EXECUTION} per execution.")
+            changed = changed[:MAX_FILES_PER_EXECUTION]
+        deleted = [] if after.limit is not None or before.limit is not None else [
+            sandbox_path(name) for name in sorted(before.files) if name not in after.files and presentable(name)]
+        return Diff([ChangedFile(sandbox_path(name), after.files[name].size) for name in changed], deleted, notes)
 
     def usage(self) -> int:
-        return sum(state.size for state in self.scan().values())
+        return sum(state.size for state in self.scan().files.values())
+
+
+class _Walk:
+    """One bounded depth-first walk: what it found, and which limit stopped it, if one did."""
+
+    def __init__(self, deadline: float) -> None:
+        self.found: Snapshot = {}
+        self.limit: str | None = None
+        self._deadline = deadline
+        self._entries = 0
+
+    def directory(self, prefix: str, fd: int, depth: int) -> None:
+        entries = []  # listed whole before descending, so one directory's listing holds no descriptor meanwhile
+        try:
+            with os.scandir(fd) as listing:
+                for entry in listing:
+                    if not self._count():
+                        break
+                    with contextlib.suppress(OSError):
+                        entries.append((entry.name, entry.stat(follow_symlinks=False)))
+        except OSError:
+            return
+        for name, info in entries:
+            if stat.S_ISREG(info.st_mode):
+                self.found[prefix + name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
+            elif stat.S_ISDIR(info.st_mode) and self.limit is None:
+                self._descend(prefix + name + "/", name, fd, depth + 1)
+
+    def _descend(self, prefix: str, name: str, parent: int, depth: int) -> None:
+        if depth > MAX_SCAN_DEPTH:
+            self.limit = f"directories nested more than {MAX_SCAN_DEPTH} deep"
+            return
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError:
+            return  # swapped for a link or removed mid-walk: nothing of it is listed
+        try:
+            self.directory(prefix, fd, depth)
+        finally:
+            os.close(fd)
+
+    def _count(self) -> bool:
+        """Count one entry; False once a limit is reached."""
+        self._entries += 1
+        if self._entries > MAX_SCAN_ENTRIES:
+            self.limit = f"more than {MAX_SCAN_ENTRIES} files and directories"
+        elif self._entries % 1024 == 0 and time.monotonic() > self._deadline:
+            self.limit = f"more than {MAX_SCAN_SECONDS:g} s to list"
+        return self.limit is None
+
+
+def presentable(name: str) -> bool:
+    """A path may leave the sandbox (become a container file's path, reach logs, terminals and markdown) only as
+    UTF-8 text without control characters, line separators or bidirectional overrides, and short enough to index."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        return False
+    return len(encoded) <= MAX_PATH_BYTES and not any(_hidden(ch) for ch in name)
+
+
+def _hidden(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS
+
+
+def visible(name: str) -> str:
+    """A refused name, quoted with every troublesome character escaped, safe to show anywhere."""
+    return ascii(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))

@@ -159,10 +159,9 @@ class Containers:
 
     @staticmethod
     def _free_path(box: Sandbox, name: str) -> str:
-        taken = {f.path for f in box.files()}
         stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
         candidate, n = f"/mnt/data/{name}", 1
-        while candidate in taken:
+        while box.workspace.exists(candidate):
             candidate, n = f"/mnt/data/{stem}-{n}{suffix}", n + 1
         return candidate
 

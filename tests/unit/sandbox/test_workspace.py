@@ -17,8 +17,19 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from cellbox.errors import CellboxError, InvalidInput, NotFound
+from cellbox.sandbox import workspace as workspace_module
 from cellbox.sandbox.events import ChangedFile
-from cellbox.sandbox.workspace import MOUNT_POINT, Workspace, relative_path, safe_filename, sandbox_path
+from cellbox.sandbox.workspace import (
+    MOUNT_POINT,
+    Diff,
+    Scan,
+    Workspace,
+    presentable,
+    relative_path,
+    safe_filename,
+    sandbox_path,
+    visible,
+)
 
 SECRET = b"host secret\n"
 
@@ -435,7 +446,9 @@ def test_scan_lists_regular_files_only(ws: Workspace, outside: Path) -> None:
     (ws.root / "d/loop").symlink_to("..")
     os.mkfifo(ws.root / "d/fifo")
     with deadline(5):
-        snapshot = ws.scan()
+        scan = ws.scan()
+    assert scan.limit is None
+    snapshot = scan.files
     assert sorted(snapshot) == ["a.txt", "d/e/f.txt"]
     assert snapshot["a.txt"].size == 5
     assert snapshot["d/e/f.txt"].size == 3
@@ -445,7 +458,7 @@ def test_scan_lists_regular_files_only(ws: Workspace, outside: Path) -> None:
 
 def test_scan_of_a_missing_workspace_is_empty(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "never-created", uid=os.getuid(), gid=os.getgid())
-    assert ws.scan() == {}
+    assert ws.scan() == Scan({})
     assert ws.usage() == 0
 
 
@@ -463,13 +476,13 @@ def test_changes_report_created_and_modified_files_only(ws: Workspace) -> None:
     ws.delete("gone.txt")
     after = ws.scan()
 
-    assert Workspace.changes(before, after) == [
+    assert Workspace.diff(before, after) == Diff([
         ChangedFile("/mnt/data/edit.txt", 9),
         ChangedFile("/mnt/data/new/deep.txt", 4),
         ChangedFile("/mnt/data/touch.txt", 1),
-    ]
-    assert Workspace.changes(after, after) == []
-    assert Workspace.changes(after, ws.scan()) == []
+    ], ["/mnt/data/gone.txt"], [])
+    assert Workspace.diff(after, after) == Diff([], [], [])
+    assert Workspace.diff(after, ws.scan()) == Diff([], [], [])
 
 
 def test_create_and_destroy(tmp_path: Path) -> None:
@@ -481,3 +494,99 @@ def test_create_and_destroy(tmp_path: Path) -> None:
     ws.destroy()
     assert not ws.root.exists()
     ws.destroy()  # idempotent
+
+
+# --- what a scan may cost, and which names may leave the sandbox --------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_wide_tree_is_scanned_with_a_few_descriptors(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """3,000 sibling directories: the old walk opened one descriptor per directory before descending."""
+    for i in range(3000):
+        (ws.root / f"d{i}").mkdir()
+    (ws.root / "d0/early.txt").write_bytes(b"1")
+    peak = 0
+    real_open = os.open
+
+    def counting_open(*args: object, **kwargs: object) -> int:
+        nonlocal peak
+        fd = real_open(*args, **kwargs)  # type: ignore[arg-type]
+        peak = max(peak, _open_fds())
+        return fd
+
+    monkeypatch.setattr(workspace_module.os, "open", counting_open)
+    baseline = _open_fds()
+    scan = ws.scan()
+    assert scan.limit is None
+    assert "d0/early.txt" in scan.files
+    assert peak - baseline <= 4
+
+
+def test_a_deep_tree_stops_at_the_depth_limit_and_says_so(ws: Workspace) -> None:
+    path = ws.root
+    for _ in range(workspace_module.MAX_SCAN_DEPTH + 5):
+        path = path / "d"
+    path.mkdir(parents=True)
+    (path / "deep.txt").write_bytes(b"x")
+    (ws.root / "top.txt").write_bytes(b"x")
+    scan = ws.scan()
+    assert scan.limit == f"directories nested more than {workspace_module.MAX_SCAN_DEPTH} deep"
+    assert "top.txt" in scan.files
+
+
+def test_an_incomplete_scan_reports_no_deletions(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the walk did not reach is not gone: its container file must stay registered."""
+    for i in range(30):
+        ws.write(f"f{i:02}.txt", b"x")
+    before = ws.scan()
+    monkeypatch.setattr(workspace_module, "MAX_SCAN_ENTRIES", 10)
+    after = ws.scan()
+    assert after.limit == "more than 10 files and directories"
+    assert len(after.files) == 10
+    diff = Workspace.diff(before, after)
+    assert diff.deleted == []
+    assert diff.changed == []
+    assert diff.notes == ["The workspace was too large to scan completely (more than 10 files and directories); "
+                          "files beyond that were not registered."]
+
+
+def test_at_most_so_many_files_are_registered_per_execution(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workspace_module, "MAX_FILES_PER_EXECUTION", 3)
+    before = ws.scan()
+    for i in range(5):
+        ws.write(f"f{i}.txt", b"x")
+    diff = Workspace.diff(before, ws.scan())
+    assert [c.path for c in diff.changed] == ["/mnt/data/f0.txt", "/mnt/data/f1.txt", "/mnt/data/f2.txt"]
+    assert diff.notes == ["2 more changed file(s) were not registered: at most 3 per execution."]
+
+
+@pytest.mark.parametrize("name", ["line\nbreak.txt", "cr\r.txt", "bell\a.txt", "\x1b[31mred.txt", "tab\there.txt",
+                                  "del\x7f.txt", "c1\x9b.txt", "sep\u2028.txt", "rtl\u202etxt.exe", "iso\u2066.txt",
+                                  "bad\udcff.txt", "x" * 1025])
+def test_unpresentable_names_are_refused(name: str) -> None:
+    assert presentable(name) is False
+    shown = visible(name)
+    assert shown.isascii()
+    assert shown.isprintable()
+
+
+@pytest.mark.parametrize("name", ["plain.txt", "dir/sub/file.csv", "naïve café.txt", "数据.xlsx", "emoji 👩‍💻.png",
+                                  "[x](y).md", "x" * 1024])
+def test_presentable_names_pass(name: str) -> None:
+    assert presentable(name) is True
+
+
+def test_files_with_unpresentable_names_are_not_registered(ws: Workspace) -> None:
+    before = ws.scan()
+    ws.write("good.txt", b"1")
+    (ws.root / "evil\n\x1b[2J.txt").write_bytes(b"2")
+    with open(os.path.join(os.fsencode(ws.root), b"latin-\xe9.txt"), "wb") as f:
+        f.write(b"3")
+    diff = Workspace.diff(before, ws.scan())
+    assert [c.path for c in diff.changed] == ["/mnt/data/good.txt"]
+    assert len(diff.notes) == 1
+    assert diff.notes[0].startswith("2 file(s) were not registered because their names are not UTF-8 text")
+    assert diff.notes[0].isprintable()
