@@ -26,9 +26,10 @@ from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.services.auth import Keys
+from cellbox.store.datalock import DataDirInUse, DataDirLock
 from cellbox.store.db import Database
 
-EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_IN_USE = 0, 1, 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +86,12 @@ async def _key_count(settings: Settings) -> int:
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(host=args.host, port=args.port, data_dir=args.data_dir)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = DataDirLock(settings.data_dir)  # before anything else touches the directory; held until exit
+    try:
+        lock.acquire(f"http://{settings.host}:{settings.port}")
+    except DataDirInUse as exc:
+        print(f"cellbox: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_IN_USE) from None
     keys = asyncio.run(_key_count(settings))
     if not keys and not _is_loopback(settings.host):
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
