@@ -1,22 +1,28 @@
 """The ``cellbox`` command: ``serve`` (the OpenAI-compatible API), ``run`` (one file in a fresh container),
 ``keys create``. Exit status of ``run``: 0 ran cleanly, 1 the code raised (or timed out, or ran out of memory),
-2 usage error, 3 this host cannot provide the sandbox."""
+2 usage error, 3 this host cannot provide the sandbox. ``serve``: 0 stopped by a signal, 1 the port is in use,
+2 usage error, 3 no sandbox on this host, 4 the data directory is in use."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import uvicorn
+import uvloop
 
 from cellbox import __version__
 from cellbox.api.app import create_app
@@ -26,10 +32,12 @@ from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.services.auth import Keys
+from cellbox.services.wiring import Services
 from cellbox.store.datalock import DataDirInUse, DataDirLock
 from cellbox.store.db import Database
 
 EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_IN_USE = 0, 1, 2, 3, 4
+SHUTDOWN_GRACE = 3  # seconds in-flight requests get after SIGINT/SIGTERM
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,12 +98,15 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         lock.acquire(f"http://{settings.host}:{settings.port}")
     except DataDirInUse as exc:
-        print(f"cellbox: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_IN_USE) from None
+        _fail(str(exc), EXIT_IN_USE)
     keys = asyncio.run(_key_count(settings))
     if not keys and not _is_loopback(settings.host):
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
+    try:
+        listener = socket.create_server((settings.host, settings.port))  # a port in use fails here, at once
+    except OSError as exc:
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {os.strerror(exc.errno or 0)}", EXIT_RAISED)
     mode = f"{keys} API key(s)" if keys else "open local mode (no API keys; loopback only)"
     aliases = settings.aliases  # a malformed CELLBOX_MODEL_ALIASES is a usage error now, not a crash at start
     models = "/v1/responses is off until CELLBOX_UPSTREAM_BASE_URL names a model server"
@@ -103,11 +114,69 @@ def _serve(args: argparse.Namespace) -> None:
         models = f"/v1/responses drives the model server at {settings.upstream_base_url}"
         if aliases:
             models += f" (aliases: {settings.model_aliases})"
-    print(f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}", file=sys.stderr,
-          flush=True)
+    banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}"
+    print(f"cellbox: starting (data directory {settings.data_dir}) ...", file=sys.stderr, flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                log_level="warning", lifespan="on")
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve_until_stopped(settings, listener, banner))
+    except SandboxUnavailable as exc:
+        _fail(f"cannot start the sandbox: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        lock.release()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying "serving" only once it accepts requests, and interrupting running code when asked to
+    stop so that its requests end with a result within the grace period."""
+
+    def __init__(self, config: uvicorn.Config, banner: str, services: Services) -> None:
+        super().__init__(config)
+        self._banner = banner
+        self._services = services
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            print(self._banner, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, without raising the signal again afterwards: that would end the process before the
+        containers are stopped. A stop by SIGINT or SIGTERM exits 0 once everything is down."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()  # uvicorn 0.54 re-raises what this list holds
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        print("cellbox: stopping: interrupting running code, then stopping every container", file=sys.stderr,
+              flush=True)
+        for box in self._services.engine:
+            box.interrupt()
+        await super().shutdown(sockets)
+
+
+class _QuietCancellation(logging.Filter):
+    """A request still running after the grace period is cancelled on purpose: no traceback for that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+async def _serve_until_stopped(settings: Settings, listener: socket.socket, banner: str) -> None:
+    """Start every service, then serve until SIGINT or SIGTERM. In-flight requests get GRACE seconds; then they
+    are cancelled (running code is interrupted) and every container is stopped, its processes reaped."""
+    services = Services(settings)
+    try:
+        await services.start()
+        config = uvicorn.Config(create_app(settings, services), http="httptools", lifespan="on",
+                                log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE)
+        logging.getLogger("uvicorn.error").addFilter(_QuietCancellation())
+        await _Server(config, banner, services).serve(sockets=[listener])
+    finally:
+        await services.aclose()
 
 
 def _create_key(args: argparse.Namespace) -> None:
@@ -123,6 +192,11 @@ def _create_key(args: argparse.Namespace) -> None:
             await db.aclose()
 
     print(asyncio.run(create()))
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"cellbox: {message}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 def _usage_error(message: str) -> NoReturn:

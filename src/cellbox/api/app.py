@@ -14,16 +14,23 @@ from cellbox.config import Settings
 from cellbox.services.wiring import Services
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The app; it builds, starts and stops its own services, unless given ones its caller already started
+    (and will stop), as `cellbox serve` does to report a failed start in one line."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services(settings)
-        try:
-            await services.start()
+        if services is not None:
             app.state.services = services
             yield
+            return
+        owned = Services(settings)
+        try:
+            await owned.start()
+            app.state.services = owned
+            yield
         finally:
-            await services.aclose()
+            await owned.aclose()
 
     app = FastAPI(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
                   description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, Responses "

@@ -93,6 +93,7 @@ class Executor:
             texmanager.TexManager._cache_dir = f"{config}/tex.cache"
 
     def _on_interrupt(self, signum: int, frame: Any) -> None:
+        __tracebackhide__ = True  # IPython leaves this frame out: the traceback ends in the user's code
         if self._running:
             raise KeyboardInterrupt
 
