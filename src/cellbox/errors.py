@@ -9,6 +9,7 @@
     ├── Expired              the container exists but has expired
     ├── SandboxUnavailable   this host cannot provide the isolation we promise (with how to fix it)
     ├── SandboxFailure       a container could not start or broke underneath us
+    ├── StoreUnavailable     the database is locked, down or unreachable (worth retrying)
     ├── UpstreamRejected     the model server refused the request (unknown model, context too long)
     └── UpstreamUnavailable  the model server is not configured, unreachable, too slow or failing
 """
@@ -53,6 +54,10 @@ class SandboxUnavailable(CellboxError):
 
 
 class SandboxFailure(CellboxError):
+    pass
+
+
+class StoreUnavailable(CellboxError):
     pass
 
 

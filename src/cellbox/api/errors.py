@@ -21,6 +21,7 @@ from cellbox.errors import (
     RateLimited,
     SandboxFailure,
     SandboxUnavailable,
+    StoreUnavailable,
     TooLarge,
     Unauthenticated,
     UpstreamRejected,
@@ -39,6 +40,7 @@ MAPPING: list[tuple[type[CellboxError], int, str, str | None]] = [
     (Expired, 400, "invalid_request_error", "container_expired"),
     (SandboxUnavailable, 503, "server_error", None),
     (SandboxFailure, 500, "server_error", None),
+    (StoreUnavailable, 503, "server_error", None),
     (UpstreamRejected, 400, "invalid_request_error", "upstream_error"),
     (UpstreamUnavailable, 502, "server_error", "upstream_error"),
 ]

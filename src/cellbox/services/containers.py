@@ -84,11 +84,13 @@ class Containers:
         return row
 
     async def _forget(self, cid: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self._engine.destroy(cid)
+        """Rows first: from then on every request for the container is a 404 (never "expired"), and a request
+        already using the sandbox fails to register anything for it (NotFound) rather than with a 500."""
         async with self._db.session() as session, session.begin():
             await session.execute(delete(ContainerFileRow).where(ContainerFileRow.container_id == cid))
             await session.execute(delete(ContainerRow).where(ContainerRow.id == cid))
+        with contextlib.suppress(NotFound):
+            await self._engine.destroy(cid)
 
     async def delete(self, project: str, cid: str) -> None:
         await self.get(project, cid, touch=False)
@@ -147,6 +149,7 @@ class Containers:
         try:
             return row, self._engine.get(cid)
         except NotFound:
+            await self.get(project, cid, touch=False)  # deleted meanwhile: that is a 404, not "expired"
             raise Expired(f"Container {cid} is no longer running; create a new container.") from None
 
     # --- container files -------------------------------------------------------------------------

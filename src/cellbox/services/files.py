@@ -64,7 +64,7 @@ class Files:
 
     async def read(self, project: str, fid: str) -> tuple[FileRow, bytes]:
         row = await self.get(project, fid)
-        return row, self.blobs.read(row.id)
+        return row, await self.blobs.read(row.id)
 
     async def delete(self, project: str, fid: str) -> None:
         row = await self.get(project, fid)

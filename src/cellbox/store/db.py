@@ -1,13 +1,39 @@
-"""The database: one async engine and session factory, schema created at start."""
+"""The database: one async engine and session factory, schema created at start.
+
+SQLAlchemy's errors are translated here, where they enter, so no caller sees them: a row that refers to one
+deleted meanwhile (a foreign key) is NotFound; a database that is locked or unreachable is StoreUnavailable.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
 from cellbox.store.tables import Base
+
+
+@contextlib.contextmanager
+def translated() -> Any:
+    """Domain errors for the database's own (``raise ... from``, so the log keeps the original)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        text = str(exc.orig).lower()
+        if "foreign key" in text:
+            raise NotFound("the container or file this refers to was deleted meanwhile") from exc
+        raise InvalidInput("a concurrent request changed the same object; try again") from exc
+    except OperationalError as exc:
+        raise StoreUnavailable("the database is busy or unreachable; try again") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("the connection to the database was lost; try again") from exc
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -24,7 +50,14 @@ class Database:
         self.engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.session = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose failures, including its commit's, arrive as domain errors."""
+        with translated():
+            async with self._sessions() as session:
+                yield session
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as connection:

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from cellbox.api.deps import After, Order, Project, Svc, list_page
-from cellbox.api.routes.files import check_length
 from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.containers import ContainerFile, CreateContainerFileById
@@ -25,7 +24,6 @@ async def create_container_file(container_id: str, request: Request, svc: Svc, p
     """Either multipart with a ``file`` part, or JSON ``{"file_id": ...}`` naming a Files API file."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        check_length(request, svc.files.max_upload)
         async with request.form(max_files=1) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):

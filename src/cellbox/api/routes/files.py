@@ -6,11 +6,12 @@ import mimetypes
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
 
 from cellbox.api.deps import After, Order, Project, Svc, list_page
-from cellbox.errors import TooLarge
+from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.files import FileObject
 from cellbox.store.tables import FileRow
@@ -24,28 +25,34 @@ def file_object(row: FileRow) -> FileObject:
                       purpose=row.purpose, expires_at=row.expires_at)
 
 
-def check_length(request: Request, limit: int) -> None:
-    """Refuse an oversized upload before reading it."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + (1 << 20):
-        raise TooLarge(f"the upload is larger than the {limit}-byte limit", "file")
-
-
 async def chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await upload.read(CHUNK):
         yield chunk
 
 
 @router.post("/files")
-async def create_file(
-    request: Request, svc: Svc, project: Project,
-    file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()],
-    expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
-    expires_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
-) -> FileObject:
-    check_length(request, svc.files.max_upload)
-    row = await svc.files.upload(project, file.filename or "upload", purpose, chunks(file), expires_seconds)
+async def create_file(request: Request, svc: Svc, project: Project) -> FileObject:
+    """Multipart ``file`` + ``purpose`` (+ ``expires_after[anchor]``, ``expires_after[seconds]``). The body is parsed
+    here, after the key is checked, so an unauthenticated client cannot make the server spool anything."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput("send multipart/form-data with a 'file' part and a 'purpose'", "file")
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("the multipart body has no 'file' part", "file")
+        if not isinstance(purpose, str):
+            raise InvalidInput("'purpose' is required", "purpose")
+        seconds = _expiry_seconds(form.get("expires_after[seconds]"))
+        row = await svc.files.upload(project, upload.filename or "upload", purpose, chunks(upload), seconds)
     return file_object(row)
+
+
+def _expiry_seconds(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip().isdigit():
+        raise InvalidInput("expires_after[seconds] must be a whole number of seconds", "expires_after")
+    return int(value)
 
 
 @router.get("/files")
