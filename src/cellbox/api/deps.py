@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Depends, Header, Query, Request
 
 from cellbox.schemas.common import ListPage, Wire
-from cellbox.services.auth import hash_key
 from cellbox.services.wiring import Services
 
 W = TypeVar("W", bound=Wire | dict[str, Any])
@@ -20,7 +19,7 @@ def services(request: Request) -> Services:
 async def project(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     svc = services(request)
     owner = await svc.keys.project_for(authorization)
-    svc.rate_limiter.check(hash_key(authorization or owner))
+    svc.rate_limiter.check(owner)
     return owner
 
 

@@ -1,4 +1,8 @@
-"""API keys: each belongs to a project; only a SHA-256 of the key is stored. And a per-key rate limit."""
+"""API keys: each belongs to a project; only a SHA-256 of the key is stored. And a per-project rate limit.
+
+What the keys say is read again every ``RECHECK`` seconds, so a key made with `cellbox keys create` while the
+server runs takes effect at once-ish: an open-mode server starts requiring keys within seconds.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from cellbox.store.db import Database
 from cellbox.store.tables import ApiKey
 
 OPEN_PROJECT = "default"
+RECHECK = 5.0  # seconds a key count or a key's project is trusted without asking the database again
 
 
 def hash_key(key: str) -> str:
@@ -33,22 +38,29 @@ def parse_seed(text: str) -> dict[str, str]:
 
 
 class Keys:
-    """Who is calling: a key's project, or the open local mode when no key exists at all."""
+    """Who is calling: a key's project, or the open local mode while no key exists at all."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._cache: dict[str, str] = {}
-        self.open_mode = False
+        self._projects: dict[str, tuple[str, float]] = {}  # digest -> (project, when it was read); known keys only
+        self._open: tuple[bool, float] = (False, -RECHECK)
 
     async def start(self, seed: str) -> None:
         async with self._db.session() as session, session.begin():
             for key, project in parse_seed(seed).items():
                 await session.merge(ApiKey(hash=hash_key(key), project=project, created_at=now()))
-        self.open_mode = not await self.count()
 
     async def count(self) -> int:
         async with self._db.session() as session:
             return int((await session.execute(select(func.count()).select_from(ApiKey))).scalar_one())
+
+    async def open_mode(self) -> bool:
+        """True while no key exists: every caller is the one local project."""
+        is_open, read_at = self._open
+        if time.monotonic() - read_at >= RECHECK:
+            is_open = not await self.count()
+            self._open = (is_open, time.monotonic())
+        return is_open
 
     async def create(self, project: str) -> str:
         """A new key for ``project``; the key itself is returned once and never stored."""
@@ -60,37 +72,51 @@ class Keys:
         return key
 
     async def project_for(self, authorization: str | None) -> str:
-        if self.open_mode:
+        if await self.open_mode():
             return OPEN_PROJECT
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'.")
         digest = hash_key(token.strip())
-        project = self._cache.get(digest)
-        if project is None:
+        project, read_at = self._projects.get(digest, ("", -RECHECK))
+        if time.monotonic() - read_at >= RECHECK:
             async with self._db.session() as session:
-                project = (await session.execute(select(ApiKey.project).where(ApiKey.hash == digest))).scalar()
-            if project is None:
+                found = (await session.execute(select(ApiKey.project).where(ApiKey.hash == digest))).scalar()
+            if found is None:
+                self._projects.pop(digest, None)
                 raise Unauthenticated("Incorrect API key provided.")
-            self._cache[digest] = project
+            project = found
+            self._projects[digest] = (project, time.monotonic())
         return project
 
 
 class RateLimiter:
-    """A sliding one-minute window per key; 0 requests per minute means no limit."""
+    """A sliding one-minute window per project; 0 requests per minute means no limit. Keyed by project (never by
+    what a caller sends), so new headers buy no new budget; windows that empty are dropped, so memory stays
+    bounded by the projects active in the last two minutes."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._hits: dict[str, deque[float]] = {}
+        self._swept = time.monotonic()
 
-    def check(self, key: str) -> None:
+    def check(self, project: str) -> None:
         if not self.per_minute:
             return
         clock = time.monotonic()
-        hits = self._hits.setdefault(key, deque())
+        hits = self._hits.setdefault(project, deque())
         while hits and hits[0] <= clock - 60:
             hits.popleft()
         if len(hits) >= self.per_minute:
             raise RateLimited(f"Rate limit reached: {self.per_minute} requests per minute.",
                               retry_after=max(1, int(hits[0] + 60 - clock) + 1))
         hits.append(clock)
+        if clock - self._swept >= 60:  # at most once a minute: drop the windows of projects idle for a minute
+            self._swept = clock
+            for idle in [p for p, window in self._hits.items() if window[-1] <= clock - 60]:
+                del self._hits[idle]
+
+    @property
+    def tracked(self) -> int:
+        """How many projects have a window (for tests and diagnostics)."""
+        return len(self._hits)

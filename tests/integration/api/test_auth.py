@@ -70,3 +70,34 @@ def test_health_reports_isolation(server: Server) -> None:
     assert health["status"] == "ok"
     assert health["isolation"]["mode"] == "strict"
     assert "network" in health["isolation"]["namespaces"]
+
+
+def test_in_open_mode_new_headers_buy_no_new_rate_budget(tmp_path: Path) -> None:
+    server = Server(tmp_path, CELLBOX_API_KEYS="", CELLBOX_RATE_LIMIT="3").start()
+    try:
+        statuses = []
+        for i in range(4):
+            with raw(server, key=f"random-{i}") as http:
+                statuses.append(http.get("/v1/containers").status_code)
+        assert statuses == [200, 200, 200, 429]
+    finally:
+        server.stop()
+
+
+def test_a_key_created_while_serving_ends_open_mode(tmp_path: Path) -> None:
+    server = Server(tmp_path, CELLBOX_API_KEYS="").start()
+    try:
+        with raw(server, key=None) as anonymous:
+            assert anonymous.get("/v1/containers").status_code == 200
+            done = subprocess.run([sys.executable, "-m", "cellbox.cli", "keys", "create", "--project", "team",
+                                   "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            for _ in range(600):  # the server re-reads its keys every few seconds: wait for it to notice
+                if anonymous.get("/v1/containers").status_code == 401:
+                    break
+            check_error(anonymous.get("/v1/containers"), 401, "api key")
+            assert anonymous.get("/health").json()["auth"] == "api keys"
+        with raw(server, key=done.stdout.strip()) as keyed:
+            assert keyed.get("/v1/containers").status_code == 200
+    finally:
+        server.stop()

@@ -17,6 +17,6 @@ async def health(svc: Svc) -> dict[str, Any]:
     return {
         "status": "ok",
         "version": __version__,
-        "auth": "open (no API keys; loopback only)" if svc.keys.open_mode else "api keys",
+        "auth": "open (no API keys; loopback only)" if await svc.keys.open_mode() else "api keys",
         "isolation": svc.engine.isolation(),
     }
