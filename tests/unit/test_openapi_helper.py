@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from typing import Any
 
 import pytest
@@ -468,11 +467,9 @@ def test_openapi_nullable_is_translated() -> None:
         validate_component("CreateCompletionRequest", {"model": "m", "prompt": "p", "best_of": "1"})
 
 
-def test_validators_are_cached_and_fast() -> None:
-    validate("/v1/responses", "post", 200, RESPONSE)  # warm the cache
-    start = time.perf_counter()
-    for _ in range(100):
+def test_validators_are_built_once_per_schema() -> None:
+    validate("/v1/responses", "post", 200, RESPONSE)
+    built = openapi._validator.cache_info().currsize
+    for _ in range(3):
         validate("/v1/responses", "post", 200, RESPONSE)
-        validate("/v1/containers/cntr_1", "get", 200, CONTAINER)
-        validate_event({"type": "response.created", "sequence_number": 0, "response": snapshot_in_progress()})
-    assert time.perf_counter() - start < 10  # about 1 s on a laptop; the bound only catches lost caching
+    assert openapi._validator.cache_info().currsize == built
