@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, CELLBOX_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000, CELLBOX_PORT)")
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                       help="debug, info (default: one line per request), warning or error (CELLBOX_LOG_LEVEL)")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an API key for a project; the key is printed once")
     create.add_argument("--project", required=True, help="project the key belongs to")
@@ -92,7 +94,7 @@ async def _key_count(settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    settings = _settings(host=args.host, port=args.port, data_dir=args.data_dir)
+    settings = _settings(host=args.host, port=args.port, data_dir=args.data_dir, log_level=args.log_level)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = DataDirLock(settings.data_dir)  # before anything else touches the directory; held until exit
     try:
@@ -116,7 +118,7 @@ def _serve(args: argparse.Namespace) -> None:
             models += f" (aliases: {settings.model_aliases})"
     banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}"
     print(f"cellbox: starting (data directory {settings.data_dir}) ...", file=sys.stderr, flush=True)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve_until_stopped(settings, listener, banner))

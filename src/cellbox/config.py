@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path.home() / ".local/share/cellbox", description="Where workspaces and state live.")
     host: str = Field("127.0.0.1", description="Address `cellbox serve` binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port `cellbox serve` binds to.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="`cellbox serve` logging: info has one access-log line per request; never bodies or keys."
+    )
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data directory. "
                               "PostgreSQL: postgresql+psycopg://user:pass@host/db")
     api_keys: str = Field("", description="Keys seeded at start: 'key1=projectA,key2=projectB'.")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from cellbox import __version__
 from cellbox.api import errors
+from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
 from cellbox.api.routes import container_files, containers, files, health, responses
 from cellbox.config import Settings
@@ -38,6 +39,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                               "with the code_interpreter tool, and Cellbox's own /v1/containers/{id}/execute.")
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(AccessLog)
     for module in (files, containers, container_files, responses):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)

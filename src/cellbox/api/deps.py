@@ -19,6 +19,7 @@ def services(request: Request) -> Services:
 async def project(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     svc = services(request)
     owner = await svc.keys.project_for(authorization)
+    request.state.project = owner  # for the access log
     svc.rate_limiter.check(owner)
     return owner
 

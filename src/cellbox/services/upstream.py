@@ -147,8 +147,9 @@ class Upstream:
             except _Transient as transient:
                 if pause is None:
                     raise transient.error from None
-                log.info("model server busy (%s); asking again", transient.error)
-                await asyncio.sleep(min(transient.retry_after or pause, MAX_RETRY_AFTER))
+                delay = min(transient.retry_after or pause, MAX_RETRY_AFTER)
+                log.warning("%s; asking again in %g s", transient.error, delay)
+                await asyncio.sleep(delay)
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         try:

@@ -55,7 +55,9 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError("server did not become healthy")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        """Stop the server; returns what it wrote to stderr."""
+        output = ""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -64,8 +66,10 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         if self.process is not None and self.process.stderr is not None:
+            output = self.process.stderr.read().decode(errors="replace")
             self.process.stderr.close()
         self.process = None
+        return output
 
 
 def _check(response: httpx2.Response) -> None:
