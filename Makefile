@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup serve demo test lint bench clean
+.PHONY: setup serve demo test test-loaded lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/system-packages
 	./scripts/system-packages
@@ -27,6 +27,11 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# The suite on a busy machine: two CPU-bound loops run beside it the whole time (the result must be the same).
+test-loaded: lint
+	@sh -c 'sh -c "while :; do :; done" & a=$$!; sh -c "while :; do :; done" & b=$$!; \
+		trap "kill $$a $$b" EXIT; $(BIN)/pytest'
 
 bench: setup
 	$(BIN)/python bench/engine.py

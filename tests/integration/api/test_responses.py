@@ -424,7 +424,7 @@ def test_streamed_citations_and_an_incomplete_answer_match_the_spec(http: httpx.
 def test_model_written_code_cannot_see_the_upstream_key_or_reach_the_model_server(
         sdk: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> None:
     code = ("import os, socket\n"
-            "environ = open('/proc/self/environ', 'rb').read() + open('/proc/1/environ', 'rb').read()\n"
+            "environ = open('/proc/self/environ', 'rb').read() + open('/proc/2/environ', 'rb').read()\n"
             "print('key visible:', b'upstream-secret' in environ or any('upstream-secret' in v "
             "for v in os.environ.values()))\n"
             "try:\n"
