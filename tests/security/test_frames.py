@@ -16,35 +16,7 @@ from cellbox.config import Settings
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Result, Stream
 from cellbox.sandbox.frames import MAX_FRAMES, frame_ceiling
 from cellbox.sandbox.sandbox import Sandbox
-
-FORGE = '''
-import gc, json, struct
-from cellbox.runtime.display import Publisher
-from cellbox.runtime.streams import Outbox
-
-_outbox = next(o for o in gc.get_objects() if isinstance(o, Outbox))
-_executor = Publisher.emit.__self__  # built in the forkserver, so frozen out of gc's view; its hook leads to it
-MIB = 1 << 20
-
-
-def forge(message):
-    """A frame as the runtime would send it, for the request being executed."""
-    _outbox.send({"id": _executor._request_id, **message})
-
-
-def raw(*chunks):
-    """Bytes straight onto the channel socket, not torn by the runtime's own frames."""
-    with _outbox._lock:
-        for chunk in chunks:
-            _outbox._sock.sendall(chunk)
-
-
-def body(text):
-    return struct.pack("!I", len(text.encode())) + text.encode()
-
-
-rid = json.dumps(_executor._request_id)
-'''
+from tests.security.helpers import FORGE
 
 MALFORMED = {
     "display_data_not_a_mapping": 'forge({"type": "display", "data": "text", "metadata": {}})',
