@@ -71,6 +71,8 @@ class Oversize:
 
 @dataclass(frozen=True)
 class Frame:
+    """One frame from a container, as the host may use it."""
+
     id: str | None  # the request it answers
     event: Output | Done | Invalid | Oversize
     size: int  # bytes on the wire

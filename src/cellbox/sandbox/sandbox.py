@@ -2,7 +2,8 @@
 
 Executions run one at a time. A timeout first interrupts the code (KeyboardInterrupt, session kept);
 if it does not stop within the grace period, or the session dies (out of memory, os._exit), the
-sandbox is killed and started again on the same workspace, and the result says so.
+sandbox is killed and started again on the same workspace, and the result says so. What the container sends
+arrives checked and bounded (:mod:`.channel`, :mod:`.frames`); a malformed frame is handled like a crash.
 """
 
 from __future__ import annotations
