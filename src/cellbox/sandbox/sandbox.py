@@ -2,7 +2,8 @@
 
 Executions run one at a time. A timeout first interrupts the code (KeyboardInterrupt, session kept);
 if it does not stop within the grace period, or the session dies (out of memory, os._exit), the
-sandbox is killed and started again on the same workspace, and the result says so.
+sandbox is killed and started again on the same workspace, and the result says so. What the container sends
+arrives checked and bounded (:mod:`.channel`, :mod:`.frames`); a malformed frame is handled like a crash.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import socket
@@ -18,39 +20,17 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from cellbox.errors import SandboxFailure
-from cellbox.runtime.protocol import (
-    DISPLAY,
-    DONE,
-    ERROR,
-    EXECUTE,
-    FATAL,
-    HEADER,
-    READY,
-    RESULT,
-    STREAM,
-    Message,
-    decode,
-    encode,
-    parse_length,
-)
+from cellbox.runtime.protocol import EXECUTE
 from cellbox.sandbox.cgroups import ContainerGroup, Limits
-from cellbox.sandbox.events import (
-    ChangedFile,
-    Display,
-    Error,
-    Event,
-    ExecutionResult,
-    Finished,
-    Output,
-    Result,
-    Status,
-    Stream,
-)
+from cellbox.sandbox.channel import Channel
+from cellbox.sandbox.events import ChangedFile, Error, Event, ExecutionResult, Finished, Output, Status
+from cellbox.sandbox.frames import Budget, Done, Invalid, frame_ceiling
 from cellbox.sandbox.workspace import Scan, Workspace, relative_path
 
 READY_TIMEOUT = 30.0
+LOST = "the session was restarted: variables are lost, files in /mnt/data are kept."
 Spawner = Callable[[], Awaitable[tuple[int, socket.socket]]]
-_DIED = object()
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,19 +39,6 @@ class SandboxLimits:
     timeout: float
     interrupt_grace: float
     output_limit: int
-
-
-def _output(frame: Message) -> Output | None:
-    kind = frame["type"]
-    if kind == STREAM:
-        return Stream(frame["name"], frame["text"])
-    if kind == DISPLAY:
-        return Display(frame["data"], frame.get("metadata") or {})
-    if kind == RESULT:
-        return Result(frame["data"], frame.get("metadata") or {})
-    if kind == ERROR:
-        return Error(frame["ename"], frame["evalue"], frame["traceback"])
-    return None
 
 
 def _size(n: int) -> str:
@@ -89,12 +56,9 @@ class Sandbox:
         self._group = group
         self._spawn = spawner
         self._pid = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Queue[Any]] = {}
+        self._channel: Channel | None = None
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
-        self._alive = False
         self._closed = False
         self._oom_baseline = 0
         self._snapshot = workspace.scan()
@@ -107,57 +71,32 @@ class Sandbox:
         pid, sock = await self._spawn()
         self._pid = pid
         try:
-            reader, self._writer = await asyncio.open_unix_connection(sock=sock)
-            first = await asyncio.wait_for(self._read_frame(reader), READY_TIMEOUT)
+            self._channel = await Channel.connect(sock, self._frame_ceiling)
+            problem = await asyncio.wait_for(self._channel.greeting(), READY_TIMEOUT)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             self._kill()
             raise SandboxFailure(f"container {self.id} did not become ready: {exc!r}") from exc
-        if first is None or first["type"] != READY:
+        if problem is not None:
             self._kill()
-            detail = first.get("message") if first and first["type"] == FATAL else "it exited during setup"
-            raise SandboxFailure(f"container {self.id} failed to start: {detail}")
-        self._alive = True
-        self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"sandbox-{self.id}")
+            raise SandboxFailure(f"container {self.id} failed to start: {problem}")
+        self._channel.start(f"sandbox-{self.id}")
 
-    @staticmethod
-    async def _read_frame(reader: asyncio.StreamReader) -> Message | None:
-        try:
-            header = await reader.readexactly(HEADER.size)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise
-            return None
-        return decode(await reader.readexactly(parse_length(header)))
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while (frame := await self._read_frame(reader)) is not None:
-                queue = self._pending.get(str(frame.get("id")))
-                if queue is not None:
-                    queue.put_nowait(frame)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            self._alive = False
-            for queue in self._pending.values():
-                queue.put_nowait(_DIED)
+    def _frame_ceiling(self) -> int:
+        return frame_ceiling(self.limits.output_limit)
 
     def _kill(self) -> None:
         """Destroy the container's processes: killing the init of a pid namespace kills all of it."""
-        self._alive = False
         if self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._channel is not None:
+            self._channel.abort()
 
     async def _stop(self) -> None:
         self._kill()
-        if self._reader_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-            self._reader_task = None
+        if self._channel is not None:
+            await self._channel.aclose()
+            self._channel = None
 
     async def restart(self) -> None:
         """Start a fresh session on the same workspace (variables are lost, files are kept)."""
@@ -181,13 +120,13 @@ class Sandbox:
 
     def interrupt(self) -> None:
         """Raise KeyboardInterrupt in the running code (the init forwards SIGINT to the session)."""
-        if self._alive and self._pid:
+        if self.alive and self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGINT)
 
     @property
     def alive(self) -> bool:
-        return self._alive
+        return self._channel is not None and self._channel.alive
 
     @property
     def closed(self) -> bool:
@@ -206,68 +145,74 @@ class Sandbox:
         async with self._lock:
             if self._closed:
                 raise SandboxFailure(f"container {self.id} is closed")
-            if not self._alive:
+            if not self.alive:
                 await self.restart()
             async for event in self._execute(code, timeout):
                 yield event
 
     async def _execute(self, code: str, timeout: float) -> AsyncIterator[Event]:
-        assert self._writer is not None
-        loop = asyncio.get_running_loop()
+        assert self._channel is not None
+        channel, loop = self._channel, asyncio.get_running_loop()
         request_id = str(next(self._ids))
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._pending[request_id] = queue
+        budget = Budget(self.limits.output_limit, self.interrupt)
+        inbox = channel.subscribe(request_id)
         finished: Finished | None = None
         try:
-            self._writer.write(encode({"type": EXECUTE, "id": request_id, "code": code,
-                                       "output_limit": self.limits.output_limit}))
+            channel.send({"type": EXECUTE, "id": request_id, "code": code, "output_limit": self.limits.output_limit})
             deadline, timed_out = loop.time() + timeout, False
             while finished is None:
                 try:
-                    frame = await asyncio.wait_for(queue.get(), max(deadline - loop.time(), 0))
+                    frame = await asyncio.wait_for(inbox.get(), max(deadline - loop.time(), 0))
                 except TimeoutError:
                     if not timed_out:
                         timed_out, deadline = True, loop.time() + self.limits.interrupt_grace
                         self.interrupt()
                         continue
-                    finished = await self._recover("timeout", timeout)
+                    finished = await self._recover("timeout", f"Execution timed out after {timeout:g} s and did not "
+                                                   f"stop within {self.limits.interrupt_grace:g} s of the interrupt")
                     yield Error("TimeoutError", finished.message or "", [])
                     break
-                if frame is _DIED:
-                    status: Status = "out_of_memory" if self._oom_happened() else "crashed"
-                    finished = await self._recover(status, timeout)
-                    yield Error("MemoryError" if status == "out_of_memory" else "SessionCrashed",
-                                finished.message or "", [])
-                elif frame["type"] == DONE:
-                    finished = self._done(frame, timed_out, timeout)
-                elif (output := _output(frame)) is not None:
-                    yield output
+                if frame is None or isinstance(frame.event, Invalid):
+                    status, cause, ename = self._lost(None if frame is None else frame.event)
+                    finished = await self._recover(status, cause)
+                    yield Error(ename, finished.message or "", [])
+                elif isinstance(frame.event, Done):
+                    finished = self._done(frame.event, timed_out, timeout, budget)
+                else:
+                    for output in budget.take(frame.event, frame.size):
+                        yield output
         finally:
-            self._pending.pop(request_id, None)
+            channel.unsubscribe(inbox)
             if finished is None:  # the caller stopped listening: stop the code too
                 self.interrupt()
         yield await self._with_files(finished)
 
-    def _done(self, frame: Message, timed_out: bool, timeout: float) -> Finished:
-        status: Status = {"ok": "ok", "error": "error"}.get(frame["status"], "timeout" if timed_out else "error")
+    def _done(self, done: Done, timed_out: bool, timeout: float, budget: Budget) -> Finished:
+        status: Status = {"ok": "ok", "error": "error"}.get(done.status, "timeout" if timed_out else "error")
         message = None
         if status == "timeout":
             message = f"Execution timed out after {timeout:g} s and was interrupted; the session is intact."
-        return Finished(status, frame.get("execution_count"), [], message=message)
+        elif budget.exceeded is not None:
+            message = f"The output was truncated ({budget.exceeded}) and the code interrupted; the session is intact."
+        return Finished(status, done.execution_count, [], message=message)
+
+    def _lost(self, invalid: Invalid | None) -> tuple[Status, str, str]:
+        """Status, cause and error name for a session that sent a malformed frame or is gone."""
+        if invalid is not None:
+            _log.warning("container %s sent a malformed message (%s); restarting it", self.id, invalid.reason)
+            return "crashed", f"The session sent a malformed message ({invalid.reason})", "SessionCrashed"
+        if self._oom_happened():
+            limit = _size(self.limits.memory_bytes)
+            return "out_of_memory", f"The code ran out of memory (limit {limit})", "MemoryError"
+        return "crashed", "The Python session exited", "SessionCrashed"
 
     def _oom_happened(self) -> bool:
         return self._group is not None and self._group.oom_kills() > self._oom_baseline
 
-    async def _recover(self, status: Status, timeout: float) -> Finished:
-        lost = "the session was restarted: variables are lost, files in /mnt/data are kept."
-        message = {
-            "timeout": f"Execution timed out after {timeout:g} s and did not stop within "
-                       f"{self.limits.interrupt_grace:g} s of the interrupt; {lost}",
-            "out_of_memory": f"The code ran out of memory (limit {_size(self.limits.memory_bytes)}); {lost}",
-            "crashed": f"The Python session exited; {lost}",
-        }[status]
+    async def _recover(self, status: Status, cause: str) -> Finished:
+        """Kill the session and start a fresh one on the same workspace."""
         await self.restart()
-        return Finished(status, None, [], restarted=True, message=message)
+        return Finished(status, None, [], restarted=True, message=f"{cause}; {LOST}")
 
     async def _with_files(self, finished: Finished) -> Finished:
         after = await asyncio.to_thread(self.workspace.scan)
@@ -313,7 +258,7 @@ class Sandbox:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "alive": self._alive,
+            "alive": self.alive,
             "memory_bytes": self._group.memory_bytes() if self._group else None,
             "memory_limit_bytes": self.limits.memory_bytes,
             "pids": self._group.pids() if self._group else None,

@@ -9,6 +9,7 @@ from pydantic import Field
 from cellbox.schemas.common import Request, Wire
 
 MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+ExecutionStatus = Literal["completed", "failed", "timeout", "out_of_memory", "crashed"]
 
 
 class ExpiresAfter(Request):
@@ -89,7 +90,7 @@ class Execution(Wire):
     id: str
     object: Literal["container.execution"] = "container.execution"
     container_id: str
-    status: Literal["completed", "failed", "timeout", "out_of_memory", "crashed"]
+    status: ExecutionStatus
     outputs: list[LogsOutput | ImageOutput]
     files: list[ContainerFile]
     restarted: bool = False

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from cellbox.ids import execution_id
-from cellbox.sandbox.events import Display, Error, Finished, Output, Result, Stream
-from cellbox.schemas.containers import ContainerFile, Execution, ImageOutput, LogsOutput
+from cellbox.sandbox.events import Display, Error, Finished, Output, Result, Status, Stream
+from cellbox.schemas.containers import ContainerFile, Execution, ExecutionStatus, ImageOutput, LogsOutput
 from cellbox.services.containers import Containers
 from cellbox.store.tables import ContainerFileRow
 
-STATUS = {"ok": "completed", "error": "failed"}
+STATUS: dict[Status, ExecutionStatus] = {
+    "ok": "completed", "error": "failed", "timeout": "timeout", "out_of_memory": "out_of_memory", "crashed": "crashed",
+}
 
 
 def container_file(row: ContainerFileRow) -> ContainerFile:
@@ -21,7 +23,7 @@ def container_file(row: ContainerFileRow) -> ContainerFile:
 
 
 def as_item(output: Output) -> LogsOutput | ImageOutput | None:
-    """One engine output as a code_interpreter output item; images become data URLs."""
+    """One engine output as a code_interpreter output item; images become data URLs (checked as base64 in frames)."""
     if isinstance(output, Stream):
         return LogsOutput(logs=output.text)
     if isinstance(output, Display | Result):
@@ -64,7 +66,7 @@ class Executions:
             if isinstance(event, Finished):
                 files = await self._containers.record(cid, event.files, event.deleted)
                 yield Update(execution=Execution(
-                    id=execution_id(), container_id=cid, status=STATUS.get(event.status, event.status),  # type: ignore[arg-type]
+                    id=execution_id(), container_id=cid, status=STATUS[event.status],
                     outputs=merged(items), files=[container_file(f) for f in files],
                     restarted=event.restarted, message=event.message))
                 return

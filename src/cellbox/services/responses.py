@@ -535,8 +535,8 @@ class Responses:
         figures = []
         for output in item.outputs or []:
             if isinstance(output, ImageOutput) and output.url.startswith(PNG_URL):
-                row = await self._containers.add_figure(run.project, item.container_id,
-                                                        base64.b64decode(output.url.removeprefix(PNG_URL)))
+                png = base64.b64decode(output.url.removeprefix(PNG_URL), validate=True)  # checked in sandbox.frames
+                row = await self._containers.add_figure(run.project, item.container_id, png)
                 figures.append(container_file(row))
         return figures
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
+import pytest
 
+from cellbox.sandbox.frames import frame_ceiling
 from tests.integration.api.server import check_error
+from tests.security.helpers import FORGE
 
 
 def test_outputs_are_logs_and_images(http: httpx.Client, container: str) -> None:
@@ -57,3 +61,39 @@ def test_bad_execute_requests(http: httpx.Client, container: str) -> None:
     check_error(http.post(f"/v1/containers/{container}/execute", json={"code": "1", "timeout": -1}), 400, "timeout")
     check_error(http.post("/v1/containers/cntr_missing/execute", json={"code": "1"}), 404)
     check_error(http.post("/v1/containers/cntr_missing/execute", json={"code": "1", "stream": True}), 404)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_malformed_frame_is_a_crashed_execution_not_a_server_error(http: httpx.Client, container: str,
+                                                                     stream: bool) -> None:
+    code = FORGE + 'forge({"type": "display", "data": {"image/png": 5}, "metadata": {}})'
+    response = http.post(f"/v1/containers/{container}/execute", json={"code": code, "stream": stream})
+    assert response.status_code == 200
+    body = _final(response.text) if stream else response.json()
+    assert body["status"] == "crashed"
+    assert body["restarted"] is True
+    assert "malformed message" in body["message"]
+    after = http.post(f"/v1/containers/{container}/execute", json={"code": "1 + 1"}).json()
+    assert (after["status"], after["outputs"]) == ("completed", [{"type": "logs", "logs": "2\n"}])
+
+
+@pytest.mark.parametrize("code", [
+    "from IPython.display import display\ndisplay({'text/plain': 'x' * (20 << 20)}, raw=True)",
+    FORGE + 'for _ in range(10):\n    forge({"type": "display", "data": {"text/plain": "x" * 2 * MIB}})',
+], ids=["one_display_of_20_mib", "ten_forged_displays_of_2_mib"])
+def test_a_huge_display_comes_back_truncated_in_a_bounded_body(http: httpx.Client, container: str, code: str) -> None:
+    response = http.post(f"/v1/containers/{container}/execute", json={"code": code})
+    assert response.status_code == 200
+    assert len(response.content) <= frame_ceiling(1 << 20) + 4096  # the server's default output limit, 1 MiB
+    body = response.json()
+    assert "[output truncated: " in body["outputs"][-1]["logs"]
+    assert "truncated" in body["message"]
+    assert body["restarted"] is False
+
+
+def _final(text: str) -> dict[str, Any]:
+    """The execution in a stream's ``done`` event."""
+    lines = text.splitlines()
+    done = lines.index("event: done")
+    final: dict[str, Any] = json.loads(lines[done + 1].removeprefix("data: "))
+    return final
