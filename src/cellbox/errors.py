@@ -6,6 +6,7 @@
     ├── Unauthenticated      no API key, or one we don't know
     ├── RateLimited          too many requests for this key; carries when to retry
     ├── NotFound             no such container or file (or not this project's)
+    │   └── SandboxClosed    the container was deleted or expired while the request was using it
     ├── Expired              the container exists but has expired
     ├── SandboxUnavailable   this host cannot provide the isolation we promise (with how to fix it)
     ├── SandboxFailure       a container could not start or broke underneath us
@@ -42,6 +43,10 @@ class RateLimited(CellboxError):
 
 
 class NotFound(CellboxError):
+    pass
+
+
+class SandboxClosed(NotFound):
     pass
 
 

@@ -17,9 +17,9 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
-from cellbox.errors import SandboxFailure
+from cellbox.errors import SandboxClosed, SandboxFailure
 from cellbox.runtime.protocol import EXECUTE
 from cellbox.sandbox.cgroups import ContainerGroup, Limits
 from cellbox.sandbox.channel import Channel
@@ -28,6 +28,8 @@ from cellbox.sandbox.frames import Budget, Done, Invalid, frame_ceiling
 from cellbox.sandbox.workspace import Scan, Workspace, relative_path
 
 READY_TIMEOUT = 30.0
+CLOSE_WAIT = 10.0  # seconds close() waits for a running execution to hand back the container after killing it
+State = Literal["starting", "ready", "closing", "closed"]
 LOST = "the session was restarted: variables are lost, files in /mnt/data are kept."
 Spawner = Callable[[], Awaitable[tuple[int, socket.socket]]]
 _log = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ class Sandbox:
         self._pid = 0
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-        self._closed = False
+        self._lock = asyncio.Lock()  # one execution at a time; close() takes it too
+        self._state: State = "starting"
         self._oom_baseline = 0
         self._snapshot = workspace.scan()
         self.restarts = 0
@@ -67,6 +69,8 @@ class Sandbox:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the session; a container being closed never comes back to life."""
+        self._refuse_if_closing()
         self._oom_baseline = self._group.oom_kills() if self._group else 0
         pid, sock = await self._spawn()
         self._pid = pid
@@ -80,6 +84,11 @@ class Sandbox:
             self._kill()
             raise SandboxFailure(f"container {self.id} failed to start: {problem}")
         self._channel.start(f"sandbox-{self.id}")
+        self._state = "ready"
+
+    def _refuse_if_closing(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise SandboxClosed(f"container {self.id} was deleted or has expired")
 
     def _frame_ceiling(self) -> int:
         return frame_ceiling(self.limits.output_limit)
@@ -105,8 +114,17 @@ class Sandbox:
         await self.start()
 
     async def close(self, keep_workspace: bool = False) -> None:
-        self._closed = True
+        """Kill the container for good. Running code is killed first; its execution ends ("the container was
+        closed") without restarting anything, and only then are the cgroup and the workspace let go."""
+        if self._state == "closed":
+            return
+        self._state = "closing"
+        self._kill()
+        with contextlib.suppress(TimeoutError):  # a consumer that stopped reading must not hold the close up
+            await asyncio.wait_for(self._lock.acquire(), CLOSE_WAIT)
+            self._lock.release()
         await self._stop()
+        self._state = "closed"
         if self._group is not None:
             await asyncio.to_thread(self._group.remove)
         if not keep_workspace:
@@ -130,7 +148,11 @@ class Sandbox:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state in ("closing", "closed")
+
+    @property
+    def state(self) -> State:
+        return self._state
 
     @property
     def init_pid(self) -> int:
@@ -142,13 +164,18 @@ class Sandbox:
     async def execute(self, code: str, timeout: float | None = None) -> AsyncIterator[Event]:
         """Run code, yielding outputs as they happen and a final :class:`Finished` event."""
         timeout = timeout or self.limits.timeout
+        finished: Finished | None = None
         async with self._lock:
-            if self._closed:
-                raise SandboxFailure(f"container {self.id} is closed")
+            self._refuse_if_closing()
             if not self.alive:
                 await self.restart()
             async for event in self._execute(code, timeout):
+                if isinstance(event, Finished):
+                    finished = event
+                    break
                 yield event
+        if finished is not None:  # after the lock: whoever receives the result may use the container again
+            yield finished
 
     async def _execute(self, code: str, timeout: float) -> AsyncIterator[Event]:
         assert self._channel is not None
@@ -210,7 +237,9 @@ class Sandbox:
         return self._group is not None and self._group.oom_kills() > self._oom_baseline
 
     async def _recover(self, status: Status, cause: str) -> Finished:
-        """Kill the session and start a fresh one on the same workspace."""
+        """Kill the session and start a fresh one on the same workspace, unless the container is being closed."""
+        if self.closed:
+            return Finished("crashed", None, [], message="The container was deleted or expired while the code ran.")
         await self.restart()
         return Finished(status, None, [], restarted=True, message=f"{cause}; {LOST}")
 

@@ -16,6 +16,7 @@ EXPECTED = {
     "Unauthenticated": (401, "invalid_api_key"),
     "RateLimited": (429, "rate_limit_exceeded"),
     "NotFound": (404, None),
+    "SandboxClosed": (404, None),
     "Expired": (400, "container_expired"),
     "SandboxUnavailable": (503, None),
     "SandboxFailure": (500, None),
