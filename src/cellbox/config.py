@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cellbox.errors import InvalidInput
@@ -54,8 +54,11 @@ class Settings(BaseSettings):
     cpus: float = Field(1.0, gt=0, description="CPU cores' worth of time per container.")
     open_files: int = Field(1024, gt=16, description="Open-files limit inside containers.")
     tmp_size: str = Field("512m", description="Size of each container's private /tmp (counts as memory).")
-    sandbox_uid: int = Field(100000, gt=0, description="Host uid that container code runs as.")
-    sandbox_gid: int = Field(100000, gt=0, description="Host gid that container code runs as.")
+    sandbox_uid: int = Field(100000, gt=0, description="First host uid of the range containers run as, one "
+                             "uid per live container (no host user may use the range).")
+    sandbox_gid: int = Field(100000, gt=0, description="First host gid of the range, one gid per live container.")
+    sandbox_id_count: int = Field(65536, ge=2, description="How many uids and gids the range holds: the most "
+                                  "containers alive at once, warm ones included (at least the warm pool plus 2).")
     sandbox_cgroups: Literal["on", "off"] = Field(
         "on", description="'off' runs containers without memory/pids/cpu limits: weaker, reported as such."
     )
@@ -72,6 +75,13 @@ class Settings(BaseSettings):
     max_tool_calls: int = Field(20, ge=1, le=1000, description="Most code runs one response may make.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")
+
+    @model_validator(mode="after")
+    def _room_beyond_the_warm_pool(self) -> Settings:
+        if self.sandbox_id_count < self.warm_pool + 2:
+            raise ValueError(f"sandbox_id_count ({self.sandbox_id_count}) must be at least the warm pool "
+                             f"({self.warm_pool}) plus 2, or no container could be handed out while the pool refills")
+        return self
 
     @property
     def aliases(self) -> dict[str, str]:

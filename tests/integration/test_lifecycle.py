@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -104,6 +105,30 @@ async def test_refuses_to_start_without_root_and_says_why(tmp_path: Path, monkey
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SandboxUnavailable, match="must start as root"):
         await Engine(Settings(data_dir=tmp_path)).start()
+
+
+async def test_refuses_a_uid_range_a_host_user_has(tmp_path: Path) -> None:
+    """That user would share the containers' per-user limits, could signal them and own their files."""
+    user = next(user for user in pwd.getpwall() if user.pw_uid > 0)
+    settings = Settings(data_dir=tmp_path / "data", sandbox_uid=user.pw_uid, sandbox_id_count=16)
+    with pytest.raises(SandboxUnavailable, match=f"it holds user {user.pw_name} \\(uid {user.pw_uid}\\)"):
+        await Engine(settings).start()
+    assert not (tmp_path / "data").exists()
+
+
+async def test_uids_are_one_per_live_container_and_come_back_when_containers_go(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, preload=[], warm_pool=0, sandbox_id_count=2)
+    async with Engine(settings) as engine:
+        first, second = await engine.create(), await engine.create()
+        assert {first.uid, second.uid} == {settings.sandbox_uid, settings.sandbox_uid + 1}
+        with pytest.raises(SandboxUnavailable, match="all 2 sandbox uids are in use"):
+            await engine.create()
+        await engine.destroy(first.id)
+        third = await engine.create()
+        assert third.uid == first.uid  # reclaimed
+        await engine.stop(second.id)  # stopped, not destroyed: its uid comes back too
+        fourth = await engine.create()
+        assert fourth.uid == second.uid
 
 
 def test_containers_die_with_the_server_however_it_dies(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.sandbox import Sandbox
 from tests.security.helpers import container, host_pids_alive, probe
@@ -40,9 +39,9 @@ out["kill_all"] = attempt(os.kill, -1, signal.SIGKILL)
 
 
 @pytest.fixture
-def host_sleeper(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A host process running as the very uid container code runs as on the host."""
-    process = subprocess.Popen(["sleep", "300"], user=settings.sandbox_uid, group=settings.sandbox_gid,
+def host_sleeper(box: Sandbox) -> Iterator[subprocess.Popen[bytes]]:
+    """A host process running as the very uid the container's code runs as on the host."""
+    process = subprocess.Popen(["sleep", "300"], user=box.uid, group=box.workspace.gid,
                                extra_groups=[], stdin=subprocess.DEVNULL)
     try:
         yield process

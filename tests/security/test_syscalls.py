@@ -150,5 +150,6 @@ async def test_no_privileges_inside(box: Sandbox, settings: Settings) -> None:
     # Seen from the host, the container's processes run as the unprivileged sandbox uid, not root.
     with open(f"/proc/{box.init_pid}/status") as f:
         host_status = dict(line.split(":", 1) for line in f.read().splitlines())
-    assert host_status["Uid"].split() == [str(settings.sandbox_uid)] * 4
+    assert host_status["Uid"].split() == [str(box.uid)] * 4
+    assert settings.sandbox_uid <= box.uid < settings.sandbox_uid + settings.sandbox_id_count
     assert host_status["CapEff"].split() == zero

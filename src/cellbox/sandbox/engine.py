@@ -22,6 +22,7 @@ from cellbox.errors import InvalidInput, NotFound, SandboxFailure, SandboxUnavai
 from cellbox.ids import container_id
 from cellbox.sandbox.cgroups import Cgroups, Limits
 from cellbox.sandbox.environment import sandbox_environment
+from cellbox.sandbox.identities import Identities
 from cellbox.sandbox.launcher import Zygote
 from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
 from cellbox.sandbox.seccomp import build_filter
@@ -58,6 +59,9 @@ class Engine:
         self._cgroups: Cgroups | None = None
         self._zygote: Zygote | None = None
         self._volumes: Volumes | None = None
+        self._identities = Identities(self.settings.sandbox_uid, self.settings.sandbox_gid,
+                                      self.settings.sandbox_id_count)
+        self._held: dict[Path, int] = {}  # slots of workspaces kept from before, until they come back or go
         self._read_only: list[str] = []
         self._lifeline: tuple[int, int] | None = None  # containers die when its write end closes
         self._warm: list[Sandbox] = []
@@ -83,26 +87,46 @@ class Engine:
                 "and cgroups for every container, then drops each one to an unprivileged uid with no "
                 "capabilities. Run it as root (for example in a VM or a privileged container)."
             )
+        self._identities.check_host()
         for directory in (self._data_dir, self._state_dir, self._state_dir / "rootfs", self.workspaces_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.settings.sandbox_cgroups == "on":
             self._cgroups = Cgroups.detect()
             self._cgroups.prepare()
         if self.settings.sandbox_disk_quota == "on":
-            self._volumes = Volumes(self.workspaces_dir, self.settings.disk_quota_bytes,
-                                    self.settings.sandbox_uid, self.settings.sandbox_gid)
+            self._volumes = Volumes(self.workspaces_dir, self.settings.disk_quota_bytes)
         self._read_only = _read_only_paths(self.settings.sandbox_python)
         self._lifeline = os.pipe()
         self._zygote = self._new_zygote()
         try:
             if self._volumes is not None:
                 await self._volumes.start()
+            await self._hold_kept_workspaces()
             await self._zygote.start()
             await self._self_test()
             self._refill_warm()
         except BaseException:
             await self.aclose()
             raise
+
+    async def _hold_kept_workspaces(self) -> None:
+        """Keep for each workspace kept from before the uid that owns it, so no new container takes it before the
+        workspace's own container comes back (it then needs no change of owner)."""
+        for root in await self._kept_workspaces():
+            if (slot := self._reserve_owner(root)) is not None:
+                self._held[root] = slot
+
+    async def _kept_workspaces(self) -> list[Path]:
+        if self._volumes is None:
+            with os.scandir(self.workspaces_dir) as entries:
+                return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+        roots = []
+        for mount_point in self._volumes.claimed():
+            try:
+                roots.append(await self._volumes.attach(mount_point))
+            except OSError as exc:  # its container will not come back either, and says why
+                log.warning("cannot mount the kept workspace %s: %s", mount_point.name, exc)
+        return roots
 
     def _new_zygote(self) -> Zygote:
         assert self._lifeline is not None
@@ -161,7 +185,7 @@ class Engine:
             "network": "loopback only (own namespace)",
             "cgroups": cgroups,
             "disk_quota": quota,
-            "uid": self.settings.sandbox_uid,
+            **self._identities.describe(),
         }
 
     async def create(self, memory: str | int | None = None, sandbox_id: str | None = None,
@@ -179,6 +203,8 @@ class Engine:
         sandbox_id = sandbox_id or container_id()
         if sandbox_id in self._sandboxes:
             raise InvalidInput(f"container {sandbox_id} already exists", "id")
+        if workspace is not None and any(box.workspace.root == workspace for box in self._sandboxes.values()):
+            raise InvalidInput(f"the workspace {workspace.name} is in use by a running container", "workspace")
         box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
         self._hand_out(box)
         return box
@@ -190,6 +216,8 @@ class Engine:
 
     async def prune_workspaces(self, keep: set[Path]) -> int:
         """Delete kept workspaces no container refers to any more (left by a crash mid-create or mid-delete)."""
+        for root in [root for root in self._held if root not in keep]:
+            self._identities.release(self._held.pop(root))
         if self._volumes is None:
             return 0
         orphans = [p for p in self._volumes.claimed() if p not in keep and p not in
@@ -204,16 +232,27 @@ class Engine:
 
     async def _start_box(self, sandbox_id: str, memory_bytes: int, timeout: float | None,
                          existing: Path | None) -> Sandbox:
-        root = await self._workspace_root(sandbox_id, existing)
-        workspace = Workspace(root, self.settings.sandbox_uid, self.settings.sandbox_gid)
+        slot = self._identities.take() if existing is None else None
+        try:
+            root = await self._workspace_root(sandbox_id, existing)
+        except BaseException:
+            if slot is not None:
+                self._identities.release(slot)
+            raise
+        slot = self._slot_for(root) if slot is None else slot
+        workspace = Workspace(root, self._identities.uid(slot), self._identities.gid(slot))
         group = None
         try:
-            workspace.create()
+            if existing is None:
+                workspace.create()
+            else:
+                await self._adopt(workspace)
             if self._cgroups is not None:
                 limits = Limits(memory_bytes, self.settings.pids_limit, self.settings.cpus)
                 group = self._cgroups.create(sandbox_id, limits)
         except BaseException:
             await self._release_workspace(workspace)
+            self._identities.release(slot)
             raise
         box = Sandbox(sandbox_id, workspace, group, self._limits(memory_bytes, timeout),
                       spawner=lambda: self._spawn(workspace, group.procs_files if group else []))
@@ -222,8 +261,38 @@ class Engine:
         except BaseException:
             await box.close(keep_workspace=True)
             await self._release_workspace(workspace)
+            self._identities.release(slot)
             raise
         return box
+
+    # --- identities: one host uid and gid per live container ----------------------------------------
+
+    def _slot_for(self, root: Path) -> int:
+        """A kept workspace keeps the uid that owns it when that uid is in range and free, else gets a new one."""
+        slot = self._held.pop(root, None)
+        if slot is None:
+            slot = self._reserve_owner(root)
+        return self._identities.take() if slot is None else slot
+
+    def _reserve_owner(self, root: Path) -> int | None:
+        """The slot of the uid and gid owning a workspace, if they are in range and free (now taken)."""
+        try:
+            info = os.lstat(root)
+        except OSError:
+            return None
+        slot = self._identities.slot(info.st_uid, info.st_gid)
+        return slot if slot is not None and self._identities.reserve(slot) else None
+
+    @staticmethod
+    async def _adopt(workspace: Workspace) -> None:
+        try:
+            await asyncio.to_thread(workspace.adopt)
+        except OSError as exc:
+            raise SandboxFailure(f"cannot give the workspace {workspace.root.name} to its new uid: {exc}") from exc
+
+    def _give_back(self, workspace: Workspace) -> None:
+        """The container is stopped: its uid may go to the next one."""
+        self._identities.release(workspace.uid - self._identities.first_uid)
 
     # --- the warm pool: containers started ahead of demand, limits applied when handed out --------
 
@@ -269,6 +338,7 @@ class Engine:
     async def _discard(self, box: Sandbox) -> None:
         await box.close(keep_workspace=True)
         await self._release_workspace(box.workspace)
+        self._give_back(box.workspace)
 
     async def _workspace_root(self, sandbox_id: str, existing: Path | None) -> Path:
         if existing is None:
@@ -296,8 +366,8 @@ class Engine:
             "workspace": str(workspace.root),
             "ro_binds": self._read_only,
             "hostname": "sandbox",
-            "uid": self.settings.sandbox_uid,
-            "gid": self.settings.sandbox_gid,
+            "uid": workspace.uid,
+            "gid": workspace.gid,
             "tmp_size": self.settings.tmp_bytes,
             "shm_size": SHM_SIZE,
             "rlimits": {"NOFILE": self.settings.open_files, "FSIZE": self.settings.disk_quota_bytes, "CORE": 0},
@@ -326,6 +396,7 @@ class Engine:
         if box is None:
             raise NotFound(f"no such container: {sandbox_id}")
         await box.close(keep_workspace=True)
+        self._give_back(box.workspace)
         if self._volumes is not None:
             await self._volumes.detach(box.workspace.root)
 
@@ -335,4 +406,5 @@ class Engine:
         if box is None:
             raise NotFound(f"no such container: {sandbox_id}")
         await box.close(keep_workspace=True)
+        self._give_back(box.workspace)
         await self._release_workspace(box.workspace)

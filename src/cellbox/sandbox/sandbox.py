@@ -155,6 +155,11 @@ class Sandbox:
         return self._state
 
     @property
+    def uid(self) -> int:
+        """Host uid the container runs as, its own while it lives (its workspace's owner)."""
+        return self.workspace.uid
+
+    @property
     def init_pid(self) -> int:
         """Host pid of the container's init (pid 1 inside)."""
         return self._pid

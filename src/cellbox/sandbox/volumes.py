@@ -39,10 +39,9 @@ def _mounted_under(directory: Path) -> list[Path]:
 class Volumes:
     """Creates, hands out and removes workspace volumes under one directory."""
 
-    def __init__(self, directory: Path, size_bytes: int, uid: int, gid: int, spare: int = 2) -> None:
+    def __init__(self, directory: Path, size_bytes: int, spare: int = 2) -> None:
         self.directory = directory
         self.size_bytes = size_bytes
-        self._owner = f"{uid}:{gid}"
         self._spare = spare
         self._ready: list[Path] = []
         self._refill: asyncio.Task[None] | None = None
@@ -81,7 +80,7 @@ class Volumes:
             f.truncate(self.size_bytes)
         try:
             await _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-N", str(inodes),
-                       "-E", f"lazy_itable_init=1,nodiscard,root_owner={self._owner}", str(image))
+                       "-E", "lazy_itable_init=1,nodiscard,root_owner=0:0", str(image))
             mount_point.mkdir(mode=0o700)
             await _run("mount", "-o", _MOUNT_OPTIONS, str(image), str(mount_point))
         except OSError:
@@ -108,7 +107,8 @@ class Volumes:
             self._ready.append(await self._make())
 
     async def take(self) -> Path:
-        """A fresh, empty, mounted volume owned by the sandbox uid (unclaimed until :meth:`claim`)."""
+        """A fresh, empty, mounted volume, owned by root until the engine gives it to its container's uid
+        (unclaimed until :meth:`claim`)."""
         mount_point = self._ready.pop() if self._ready else await self._make()
         self._schedule_refill()
         return mount_point

@@ -31,6 +31,7 @@ MAX_SCAN_SECONDS = 5.0
 MAX_FILES_PER_EXECUTION = 1_000  # changed files one execution registers as container files
 MAX_PATH_BYTES = 1_024
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MAX_ADOPT_DEPTH = 256  # directory levels, one descriptor each, when a workspace changes owner
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -101,6 +102,54 @@ class Workspace:
 
     def destroy(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def adopt(self) -> None:
+        """Give a kept workspace and everything in it to this uid and gid (it was kept under another one).
+
+        The tenant's code is not running, but it may have planted symlinks: the walk goes by directory descriptor
+        with O_NOFOLLOW and changes links themselves, never their targets. The root is changed last, so a walk cut
+        short (a crash) is done again on the next start.
+        """
+        try:
+            owner = os.lstat(self.root)
+        except FileNotFoundError:
+            self.create()
+            return
+        if (owner.st_uid, owner.st_gid) == (self.uid, self.gid):
+            return
+        stack: list[tuple[int, Iterator[str]]] = []  # one descriptor per level, depth first
+        try:
+            self._enter(stack, os.open(self.root, _DIR_FLAGS), owner.st_dev)
+            while stack:
+                fd, subdirectories = stack[-1]
+                name = next(subdirectories, None)
+                if name is None:
+                    os.close(stack.pop()[0])
+                elif len(stack) >= MAX_ADOPT_DEPTH:
+                    raise OSError(errno.ELOOP, f"directories nested deeper than {MAX_ADOPT_DEPTH} levels")
+                else:
+                    self._enter(stack, os.open(name, _DIR_FLAGS, dir_fd=fd), owner.st_dev)
+        finally:
+            for fd, _ in stack:
+                os.close(fd)
+        os.chown(self.root, self.uid, self.gid, follow_symlinks=False)
+
+    def _enter(self, stack: list[tuple[int, Iterator[str]]], fd: int, device: int) -> None:
+        """Push a directory (so it is closed however the walk ends), then change the owner of its entries."""
+        stack.append((fd, iter(())))
+        stack[-1] = (fd, iter(self._chown_entries(fd, device)))
+
+    def _chown_entries(self, fd: int, device: int) -> list[str]:
+        """Change the owner of every entry of a directory (not its targets); return its subdirectories."""
+        subdirectories = []
+        for entry in list(os.scandir(fd)):
+            info = entry.stat(follow_symlinks=False)
+            if info.st_dev != device:
+                continue
+            os.chown(entry.name, self.uid, self.gid, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                subdirectories.append(entry.name)
+        return subdirectories
 
     # --- safe access ---------------------------------------------------------------------------
 

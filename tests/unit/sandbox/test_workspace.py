@@ -20,6 +20,7 @@ from cellbox.errors import CellboxError, InvalidInput, NotFound
 from cellbox.sandbox import workspace as workspace_module
 from cellbox.sandbox.events import ChangedFile
 from cellbox.sandbox.workspace import (
+    MAX_ADOPT_DEPTH,
     MOUNT_POINT,
     Diff,
     Scan,
@@ -590,3 +591,57 @@ def test_files_with_unpresentable_names_are_not_registered(ws: Workspace) -> Non
     assert len(diff.notes) == 1
     assert diff.notes[0].startswith("2 file(s) were not registered because their names are not UTF-8 text")
     assert diff.notes[0].isprintable()
+
+
+# --- adopt: a kept workspace changes owner -------------------------------------------------------------------------
+
+
+def _owners(root: Path) -> set[tuple[int, int]]:
+    entries = [root, *root.rglob("*")]  # rglob does not follow symlinked directories
+    return {(info.st_uid, info.st_gid) for info in (os.lstat(p) for p in entries)}
+
+
+def test_adopt_gives_every_entry_to_the_new_owner_and_follows_no_link(ws: Workspace, outside: Path) -> None:
+    ws.write("a.txt", b"a")
+    ws.write("d/e/f.txt", b"f")
+    os.symlink(outside / "secret.txt", ws.root / "link-to-file")
+    os.symlink(outside, ws.root / "d" / "link-to-dir")
+    os.mkfifo(ws.root / "d" / "e" / "fifo")
+    os.link(ws.root / "a.txt", ws.root / "d" / "hard.txt")
+    before = os.stat(outside / "secret.txt"), os.stat(outside)
+    adopted = Workspace(ws.root, uid=123456, gid=654321)
+    with deadline(5):
+        adopted.adopt()
+    assert _owners(ws.root) == {(123456, 654321)}
+    assert (os.stat(outside / "secret.txt"), os.stat(outside)) == before
+    assert (ws.root / "d" / "hard.txt").read_bytes() == b"a"
+
+
+def test_adopt_of_a_workspace_already_owned_changes_nothing(ws: Workspace) -> None:
+    ws.write("a.txt", b"a")
+    os.chown(ws.root / "a.txt", 4242, 4242)  # not walked: the root says the workspace is already this owner's
+    ws.adopt()
+    assert os.lstat(ws.root / "a.txt").st_uid == 4242
+
+
+def test_adopt_of_a_missing_workspace_creates_it(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "gone", uid=123456, gid=123456)
+    ws.adopt()
+    assert _owners(ws.root) == {(123456, 123456)}
+
+
+def test_adopt_refuses_a_pathologically_deep_tree_and_leaves_the_root_to_its_old_owner(ws: Workspace) -> None:
+    fd = os.open(ws.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(MAX_ADOPT_DEPTH + 1):  # deeper than a path can name: made one level at a time by descriptor
+            os.mkdir("d", dir_fd=fd)
+            next_fd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    finally:
+        os.close(fd)
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="nested deeper than"):
+        Workspace(ws.root, uid=123456, gid=123456).adopt()
+    assert os.lstat(ws.root).st_uid == os.getuid()  # the next start walks again
+    assert len(os.listdir("/proc/self/fd")) == open_before  # every directory descriptor closed
