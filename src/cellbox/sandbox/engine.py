@@ -25,7 +25,7 @@ from cellbox.sandbox.environment import sandbox_environment
 from cellbox.sandbox.identities import Identities
 from cellbox.sandbox.launcher import Zygote
 from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
-from cellbox.sandbox.seccomp import build_filter
+from cellbox.sandbox.seccomp import SOCKET_FAMILY_NAMES, build_filter
 from cellbox.sandbox.volumes import Volumes
 from cellbox.sandbox.workspace import Workspace
 
@@ -183,6 +183,9 @@ class Engine:
             "no_new_privs": True,
             "capabilities": "none",
             "network": "loopback only (own namespace)",
+            "socket_families": list(SOCKET_FAMILY_NAMES),
+            "terminal": "none (a session of its own, no controlling tty)",
+            "init": "not dumpable",
             "cgroups": cgroups,
             "disk_quota": quota,
             **self._identities.describe(),

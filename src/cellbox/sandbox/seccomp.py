@@ -36,6 +36,7 @@ TIOCLINUX = 0x541C
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
 NETLINK_ROUTE = 0
 SOCKET_FAMILIES = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
+SOCKET_FAMILY_NAMES = ("AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK (NETLINK_ROUTE only)")  # as /health says
 SOCKETPAIR_FAMILIES = (AF_UNIX,)
 FAMILY_LIMIT = 64  # above every family the kernel knows (AF_MAX is 46); larger values are refused whole
 LOW_32 = 0xFFFFFFFF  # an int argument: the kernel reads only the low half of the register

@@ -70,6 +70,10 @@ def test_health_reports_isolation(server: Server) -> None:
     assert health["status"] == "ok"
     assert health["isolation"]["mode"] == "strict"
     assert "network" in health["isolation"]["namespaces"]
+    assert health["isolation"]["socket_families"] == ["AF_UNIX", "AF_INET", "AF_INET6",
+                                                      "AF_NETLINK (NETLINK_ROUTE only)"]
+    assert health["isolation"]["terminal"] == "none (a session of its own, no controlling tty)"
+    assert health["isolation"]["init"] == "not dumpable"
 
 
 def test_in_open_mode_new_headers_buy_no_new_rate_budget(tmp_path: Path) -> None:
