@@ -4,6 +4,7 @@ is left behind (processes, cgroups)."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 from cellbox.errors import SandboxClosed
 from cellbox.sandbox.engine import Engine
@@ -77,3 +78,44 @@ async def test_many_busy_containers_destroyed_at_once_leave_no_process(engine: E
             break
         await asyncio.sleep(0.05)
     assert len(_children(zygote)) == baseline
+
+
+def _templates() -> list[int]:
+    """Live forkservers started by this test process."""
+    found = []
+    for pid in _children(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"cellbox.sandbox.zygote" in f.read() and not _zombie(pid):
+                    found.append(pid)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+async def test_concurrent_spawns_after_the_template_died_start_exactly_one(engine: Engine) -> None:
+    await engine.warmed()
+    before = _templates()
+    old = engine._zygote.pid
+    assert old in before
+    os.kill(old, 9)
+    for _ in range(200):  # wait until the kernel says it is gone
+        if _zombie(old):
+            break
+        await asyncio.sleep(0.05)
+    boxes = await asyncio.gather(*(engine.create(sandbox_id=f"cntr_race{i}") for i in range(6)))
+    await engine.warmed()
+    after = _templates()
+    assert len(after) == len(before)
+    assert old not in after
+    await asyncio.gather(*(engine.destroy(b.id) for b in boxes))
+
+
+async def test_one_id_is_started_once_however_many_ask(engine: Engine) -> None:
+    results = await asyncio.gather(*(engine.create(sandbox_id="cntr_once") for _ in range(3)),
+                                   return_exceptions=True)
+    started = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(started) == 1
+    assert [str(r) for r in refused] == ["container cntr_once already exists"] * 2
+    await engine.destroy("cntr_once")

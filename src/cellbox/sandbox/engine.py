@@ -56,6 +56,8 @@ class Engine:
         self._data_dir = self.settings.data_dir.resolve()
         self._state_dir = self._data_dir / "state"
         self._sandboxes: dict[str, Sandbox] = {}
+        self._starting: set[str] = set()
+        self._template_lock = asyncio.Lock()
         self._cgroups: Cgroups | None = None
         self._zygote: Zygote | None = None
         self._volumes: Volumes | None = None
@@ -204,11 +206,15 @@ class Engine:
         if sandbox_id is None and workspace is None and (box := self._claim_warm(memory_bytes, timeout)):
             return box
         sandbox_id = sandbox_id or container_id()
-        if sandbox_id in self._sandboxes:
+        if sandbox_id in self._sandboxes or sandbox_id in self._starting:
             raise InvalidInput(f"container {sandbox_id} already exists", "id")
         if workspace is not None and any(box.workspace.root == workspace for box in self._sandboxes.values()):
             raise InvalidInput(f"the workspace {workspace.name} is in use by a running container", "workspace")
-        box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
+        self._starting.add(sandbox_id)  # reserved before the first await: two restores of one id never both start
+        try:
+            box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
+        finally:
+            self._starting.discard(sandbox_id)
         self._hand_out(box)
         return box
 
@@ -377,12 +383,19 @@ class Engine:
             "cgroup_procs": procs_files,
             "env": sandbox_environment(python_bin),
         }
-        if not self._zygote.running:  # killed from outside (OOM killer, an operator): start a new template
-            log.warning("the sandbox template exited; starting a new one")
-            await self._zygote.aclose()
-            self._zygote = self._new_zygote()
-            await self._zygote.start()
-        return await self._zygote.spawn(spec)
+        return await (await self._template()).spawn(spec)
+
+    async def _template(self) -> Zygote:
+        """The running template; the one place that replaces a dead one (killed from outside: the OOM killer, an
+        operator). Under the lock, so concurrent spawns never start two and orphan one."""
+        async with self._template_lock:
+            assert self._zygote is not None
+            if not self._zygote.running:
+                log.warning("the sandbox template exited; starting a new one")
+                await self._zygote.aclose()
+                self._zygote = self._new_zygote()
+                await self._zygote.start()
+            return self._zygote
 
     def get(self, sandbox_id: str) -> Sandbox:
         try:
