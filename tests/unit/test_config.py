@@ -70,6 +70,7 @@ def test_defaults(env: pytest.MonkeyPatch) -> None:
     assert settings.sandbox_cgroups == "on"
     assert settings.sandbox_disk_quota == "on"
     assert settings.preload == DEFAULT_PRELOAD
+    assert (settings.sandbox_uid, settings.sandbox_gid, settings.sandbox_id_count) == (100000, 100000, 65536)
     assert settings.data_dir == Path.home() / ".local/share/cellbox"
 
 
@@ -90,6 +91,8 @@ def test_reads_cellbox_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> N
     env.setenv("CELLBOX_SANDBOX_CGROUPS", "off")
     env.setenv("CELLBOX_SANDBOX_DISK_QUOTA", "off")
     env.setenv("CELLBOX_PRELOAD", '["numpy"]')
+    env.setenv("CELLBOX_SANDBOX_UID", "200000")
+    env.setenv("CELLBOX_SANDBOX_ID_COUNT", "1000")
     settings = Settings()
     assert settings.data_dir == tmp_path
     assert settings.memory_bytes == 4 * GIB
@@ -101,6 +104,7 @@ def test_reads_cellbox_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert settings.sandbox_cgroups == "off"
     assert settings.sandbox_disk_quota == "off"
     assert settings.preload == ["numpy"]
+    assert (settings.sandbox_uid, settings.sandbox_id_count) == (200000, 1000)
 
 
 def test_ignores_unrelated_environment(env: pytest.MonkeyPatch) -> None:
@@ -125,6 +129,8 @@ def test_keyword_arguments_override_the_environment(env: pytest.MonkeyPatch) -> 
         ("CELLBOX_OPEN_FILES", "16"),
         ("CELLBOX_CPUS", "0"),
         ("CELLBOX_SANDBOX_UID", "0"),
+        ("CELLBOX_SANDBOX_ID_COUNT", "1"),
+        ("CELLBOX_SANDBOX_ID_COUNT", "3"),  # the warm pool (2) plus 2 is the least
         ("CELLBOX_SANDBOX_CGROUPS", "maybe"),
         ("CELLBOX_SANDBOX_DISK_QUOTA", "no"),
     ],

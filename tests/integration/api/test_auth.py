@@ -74,6 +74,7 @@ def test_health_reports_isolation(server: Server) -> None:
                                                       "AF_NETLINK (NETLINK_ROUTE only)"]
     assert health["isolation"]["terminal"] == "none (a session of its own, no controlling tty)"
     assert health["isolation"]["init"] == "not dumpable"
+    assert health["isolation"]["uid"] == "100000-165535 (one per container)"
 
 
 def test_in_open_mode_new_headers_buy_no_new_rate_budget(tmp_path: Path) -> None:
