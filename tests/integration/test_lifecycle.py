@@ -111,9 +111,13 @@ async def test_refuses_a_uid_range_a_host_user_has(tmp_path: Path) -> None:
     """That user would share the containers' per-user limits, could signal them and own their files."""
     user = next(user for user in pwd.getpwall() if user.pw_uid > 0)
     settings = Settings(data_dir=tmp_path / "data", sandbox_uid=user.pw_uid, sandbox_id_count=16)
-    with pytest.raises(SandboxUnavailable, match=f"it holds user {user.pw_name} \\(uid {user.pw_uid}\\)"):
-        await Engine(settings).start()
-    assert not (tmp_path / "data").exists()
+    engine = Engine(settings)
+    try:
+        with pytest.raises(SandboxUnavailable, match=f"it holds user {user.pw_name} \\(uid {user.pw_uid}\\)"):
+            await engine.start()
+        assert not (tmp_path / "data").exists()  # refused before anything was made
+    finally:
+        await engine.aclose()  # had it started, its volumes would stay mounted under tmp_path
 
 
 async def test_uids_are_one_per_live_container_and_come_back_when_containers_go(tmp_path: Path) -> None:
