@@ -383,7 +383,13 @@ class Engine:
             "cgroup_procs": procs_files,
             "env": sandbox_environment(python_bin),
         }
-        return await (await self._template()).spawn(spec)
+        template = await self._template()
+        try:
+            return await template.spawn(spec)
+        except SandboxFailure:
+            if template.running:
+                raise
+            return await (await self._template()).spawn(spec)  # it died under us: once more, on a new one
 
     async def _template(self) -> Zygote:
         """The running template; the one place that replaces a dead one (killed from outside: the OOM killer, an

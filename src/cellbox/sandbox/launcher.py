@@ -93,6 +93,7 @@ class Zygote:
         assert self._ctrl is not None
         data = await asyncio.get_running_loop().sock_recv(self._ctrl, MAX_CONTROL_MESSAGE)
         if not data:
+            self._lost()
             raise SandboxFailure("the sandbox template exited")
         message: dict[str, Any] = json.loads(data)
         return message
@@ -121,7 +122,11 @@ class Zygote:
             async with self._lock:
                 self._next_id += 1
                 request = {"type": "spawn", "id": self._next_id, "spec": spec}
-                await self._send_with_fd(json.dumps(request).encode(), sandbox_end.fileno())
+                try:
+                    await self._send_with_fd(json.dumps(request).encode(), sandbox_end.fileno())
+                except (BrokenPipeError, ConnectionResetError):
+                    self._lost()
+                    raise SandboxFailure("the sandbox template exited") from None
                 sandbox_end.close()
                 reply = await self._receive()
                 while reply.get("id") != request["id"]:  # the answer to a spawn that was cancelled mid-way:
@@ -134,6 +139,13 @@ class Zygote:
             host_end.close()
             raise SandboxFailure(f"could not start a container: {reply.get('message')}")
         return int(reply["pid"]), host_end
+
+    def _lost(self) -> None:
+        """The template is gone, whether or not its exit status has been collected yet (on a busy machine the
+        child watcher reaps it late): from now on ``running`` is False."""
+        if self._ctrl is not None:
+            self._ctrl.close()
+            self._ctrl = None
 
     @property
     def pid(self) -> int | None:
