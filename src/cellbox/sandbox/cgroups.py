@@ -48,9 +48,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", attempts: int = 2000) -> None:
-    """SIGKILL what is left in a group and remove it; a group that just had an OOM kill stays busy briefly."""
-    for _ in range(attempts):
+def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", patience: float = 10.0) -> None:
+    """SIGKILL what is left in a group and remove it. cgroup v2's ``cgroup.kill`` kills the whole subtree at once
+    (no fork can slip past it); otherwise every listed pid is killed. Killed processes take a moment to exit,
+    and a group that just had an OOM kill stays busy briefly: poll, backing off from 0.5 ms to 20 ms (a group
+still busy after ``patience`` seconds is left for the engine's sweep at close)."""
+    deadline, pause = time.monotonic() + patience, 0.0005
+    with contextlib.suppress(OSError):  # absent before Linux 5.14 and in v1, where nothing may create it
+        kill = os.open(group / "cgroup.kill", os.O_WRONLY)
+        try:
+            os.write(kill, b"1")
+        finally:
+            os.close(kill)
+    while True:
         with contextlib.suppress(FileNotFoundError):
             for pid in _read(group / procs_file).split():
                 with contextlib.suppress(ProcessLookupError):
@@ -61,7 +71,10 @@ def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", attempts: in
         except FileNotFoundError:
             return
         except OSError:
-            time.sleep(0.0005)  # killed processes take a moment to exit; poll rather than sleep long
+            if time.monotonic() > deadline:
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
 
 @dataclass

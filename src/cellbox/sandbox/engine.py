@@ -56,7 +56,9 @@ class Engine:
         self._data_dir = self.settings.data_dir.resolve()
         self._state_dir = self._data_dir / "state"
         self._sandboxes: dict[str, Sandbox] = {}
-        self._starting: set[str] = set()
+        self._starting: set[str] = set()  # ids being started for a request
+        self._no_requests_starting = asyncio.Event()  # the warm pool refills only then
+        self._no_requests_starting.set()
         self._template_lock = asyncio.Lock()
         self._cgroups: Cgroups | None = None
         self._zygote: Zygote | None = None
@@ -146,6 +148,7 @@ class Engine:
         """Stop every container and the template. Workspaces are deleted unless ``keep_workspaces``
         (a server keeps them, to bring its containers back with their files after a restart)."""
         self._closing = True
+        self._no_requests_starting.set()  # a refill waiting for requests to finish gives up instead
         if self._warming is not None:  # a container being started finishes, then is discarded below
             with contextlib.suppress(Exception):
                 await self._warming
@@ -211,10 +214,13 @@ class Engine:
         if workspace is not None and any(box.workspace.root == workspace for box in self._sandboxes.values()):
             raise InvalidInput(f"the workspace {workspace.name} is in use by a running container", "workspace")
         self._starting.add(sandbox_id)  # reserved before the first await: two restores of one id never both start
+        self._no_requests_starting.clear()
         try:
             box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
         finally:
             self._starting.discard(sandbox_id)
+            if not self._starting:
+                self._no_requests_starting.set()
         self._hand_out(box)
         return box
 
@@ -333,10 +339,15 @@ class Engine:
             self._warming = asyncio.create_task(self._fill_warm(), name="cellbox-warm-pool")
 
     async def _fill_warm(self) -> None:
+        """Top the pool up, yielding to creates that had to start their own container: during a burst a refill
+        would only take CPU and template time from requests already waiting; it resumes when they are done."""
         await asyncio.sleep(REFILL_DELAY)  # let the request that emptied a slot finish before competing for CPU
         while self._dead:
             await self._discard(self._dead.pop())
         while not self._closing and self._zygote is not None and len(self._warm) < self.settings.warm_pool:
+            await self._no_requests_starting.wait()
+            if self._closing:
+                return
             try:
                 box = await self._start_box(container_id(), self.settings.memory_bytes, None, None)
             except Exception:

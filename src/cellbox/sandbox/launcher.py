@@ -18,7 +18,8 @@ MAX_CONTROL_MESSAGE = 1 << 20
 
 
 class Zygote:
-    """The warm template process. Spawns are serialised; each takes a few milliseconds."""
+    """The warm template process. Spawn requests are sent one at a time but overlap in the template: one reader
+    task hands each reply to the spawn waiting for its id."""
 
     def __init__(self, python: Path, state_dir: Path, preload: list[str], seccomp: bytes, lifeline: int) -> None:
         self._python = python
@@ -28,8 +29,11 @@ class Zygote:
         self._seccomp = seccomp
         self._process: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
-        self._lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
         self._next_id = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: asyncio.Task[None] | None = None
+        self._gone = False
         self.failed_preloads: list[str] = []
 
     @staticmethod
@@ -81,6 +85,21 @@ class Zygote:
             what = f"no answer within {STARTUP_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
             raise SandboxUnavailable(f"the sandbox template did not start ({what}){self._log_tail()}") from exc
         self.failed_preloads = reply.get("failed_preloads", [])
+        self._replies = asyncio.create_task(self._read_replies(), name="cellbox-template-replies")
+
+    async def _read_replies(self) -> None:
+        """Until the template exits: each reply to the spawn waiting for it (a spawn that gave up waiting has
+        no entry, and its container exits by itself: its channel is closed)."""
+        try:
+            while True:
+                reply = await self._receive()
+                waiter = self._waiting.pop(reply.get("id"), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
+        except SandboxFailure as exc:
+            self._lost(exc)
+        except (OSError, ValueError) as exc:  # a broken socket, or a reply that is not JSON
+            self._lost(SandboxFailure(f"the sandbox template failed: {exc}"))
 
     def _log_tail(self, size: int = 2000) -> str:
         try:
@@ -115,23 +134,26 @@ class Zygote:
 
     async def spawn(self, spec: dict[str, Any]) -> tuple[int, socket.socket]:
         """Start a container; return the host pid of its init and the host end of its channel."""
-        if self._ctrl is None:
+        if self._ctrl is None or self._gone:
             raise SandboxFailure("the sandbox template is not running")
         host_end, sandbox_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._next_id += 1
+        request_id = self._next_id
+        answer = self._waiting[request_id] = asyncio.get_running_loop().create_future()
         try:
-            async with self._lock:
-                self._next_id += 1
-                request = {"type": "spawn", "id": self._next_id, "spec": spec}
+            async with self._send_lock:
+                if self._gone:
+                    raise SandboxFailure("the sandbox template exited")
+                request = {"type": "spawn", "id": request_id, "spec": spec}
                 try:
                     await self._send_with_fd(json.dumps(request).encode(), sandbox_end.fileno())
                 except (BrokenPipeError, ConnectionResetError):
                     self._lost()
                     raise SandboxFailure("the sandbox template exited") from None
-                sandbox_end.close()
-                reply = await self._receive()
-                while reply.get("id") != request["id"]:  # the answer to a spawn that was cancelled mid-way:
-                    reply = await self._receive()        # its container exits by itself (its channel is closed)
+            sandbox_end.close()
+            reply = await answer
         except BaseException:
+            self._waiting.pop(request_id, None)
             host_end.close()
             sandbox_end.close()
             raise
@@ -140,12 +162,17 @@ class Zygote:
             raise SandboxFailure(f"could not start a container: {reply.get('message')}")
         return int(reply["pid"]), host_end
 
-    def _lost(self) -> None:
+    def _lost(self, failure: SandboxFailure | None = None) -> None:
         """The template is gone, whether or not its exit status has been collected yet (on a busy machine the
-        child watcher reaps it late): from now on ``running`` is False."""
-        if self._ctrl is not None:
-            self._ctrl.close()
-            self._ctrl = None
+        child watcher reaps it late): from now on ``running`` is False, and every spawn still waiting fails."""
+        self._gone = True
+        failure = failure or SandboxFailure("the sandbox template exited")
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(failure)
+        self._waiting.clear()
+        if self._replies is not None and self._replies is not asyncio.current_task():
+            self._replies.cancel()  # it closes nothing: the socket is closed by aclose(), after the reader is done
 
     @property
     def pid(self) -> int | None:
@@ -153,9 +180,14 @@ class Zygote:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None and self._ctrl is not None
+        return self._process is not None and self._process.returncode is None and not self._gone
 
     async def aclose(self) -> None:
+        self._lost(SandboxFailure("the sandbox template is shutting down"))
+        if self._replies is not None:
+            self._replies.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replies
         if self._ctrl is not None:
             self._ctrl.close()
             self._ctrl = None

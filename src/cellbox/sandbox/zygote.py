@@ -1,7 +1,8 @@
 """The forkserver: imports the data stack and builds an IPython shell once, then forks a container per request.
 
 Started by the host with a clean environment (it must never hold secrets: every container is a copy of
-it). Each spawn makes three processes:
+it). Spawns overlap: the template forks a monitor and goes on to the next request while the monitor sets up
+the namespaces and reports its init's pid. Each spawn makes three processes:
 
     monitor (host side, in the container's cgroups)  - waits for the container; kills it if the server dies
       └─ init   (pid 1 of new pid/mount/net/ipc/uts/cgroup namespaces) - builds the root, drops privileges,
@@ -135,16 +136,30 @@ def _monitor(report_fd: int, channel_fd: int, lifeline: int, spec: dict[str, Any
 
 
 def spawn(spec: dict[str, Any], channel_fd: int, lifeline: int, seccomp: bytes, executor: Executor) -> int:
-    """Fork a container; return the host pid of its init (pid 1 of its namespaces)."""
+    """Fork a container's monitor; return the read end of the pipe on which it reports its init's host pid
+    (``read_report``). The template does not wait for it: the monitor's namespaces and its init's fork take
+    longer than this fork, and other spawns go ahead meanwhile."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid == 0:
         os.close(read_end)
         _monitor(write_end, channel_fd, lifeline, spec, seccomp, executor)
     os.close(write_end)
     os.close(channel_fd)
-    with os.fdopen(read_end, "rb") as report:
-        status, _, detail = report.read().decode().partition(" ")
+    return read_end
+
+
+def read_report(report: int) -> int:
+    """The host pid of the init a monitor started (one write, smaller than PIPE_BUF: read whole or not at all)."""
+    try:
+        status, _, detail = os.read(report, 4096).decode().partition(" ")
+    finally:
+        os.close(report)
     if status != "ok":
         raise RuntimeError(detail or "container monitor exited without a report")
     return int(detail)
@@ -182,7 +197,21 @@ def main() -> None:
 
 
 def _serve_requests(ctrl: socket.socket, lifeline: int, seccomp: bytes, executor: Executor) -> None:
+    """Answer spawn requests as their monitors report, in whatever order that is; replies carry the request's id."""
+    reports: dict[int, int] = {}  # report pipe -> request id
+    poller = select.poll()  # not select(): many spawns in flight may hold descriptors above FD_SETSIZE
+    poller.register(ctrl, select.POLLIN)
     while True:
+        readable = {fd for fd, _ in poller.poll()}
+        for report in [fd for fd in readable if fd in reports]:
+            poller.unregister(report)
+            request_id = reports.pop(report)
+            try:
+                _send(ctrl, {"type": "spawned", "id": request_id, "pid": read_report(report)})
+            except RuntimeError as exc:
+                _send(ctrl, {"type": "error", "id": request_id, "message": str(exc)})
+        if ctrl.fileno() not in readable:
+            continue
         data, fds, _, _ = socket.recv_fds(ctrl, MAX_CONTROL_MESSAGE, 1)
         if not data:
             return
@@ -190,9 +219,13 @@ def _serve_requests(ctrl: socket.socket, lifeline: int, seccomp: bytes, executor
         try:
             if len(fds) != 1:
                 raise RuntimeError("spawn request without a channel descriptor")
-            pid = spawn(request["spec"], fds[0], lifeline, seccomp, executor)
-            _send(ctrl, {"type": "spawned", "id": request["id"], "pid": pid})
+            report = spawn(request["spec"], fds[0], lifeline, seccomp, executor)
+            reports[report] = request["id"]
+            poller.register(report, select.POLLIN)
         except Exception as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             _send(ctrl, {"type": "error", "id": request["id"], "message": str(exc)})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -97,9 +98,9 @@ def test_a_key_created_while_serving_ends_open_mode(tmp_path: Path) -> None:
             done = subprocess.run([sys.executable, "-m", "cellbox.cli", "keys", "create", "--project", "team",
                                    "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
-            for _ in range(600):  # the server re-reads its keys every few seconds: wait for it to notice
-                if anonymous.get("/v1/containers").status_code == 401:
-                    break
+            deadline = time.monotonic() + 120  # it re-reads its keys every few seconds: wait until it notices
+            while anonymous.get("/v1/containers").status_code != 401 and time.monotonic() < deadline:
+                time.sleep(0.1)
             check_error(anonymous.get("/v1/containers"), 401, "api key")
             assert anonymous.get("/health").json()["auth"] == "api keys"
         with raw(server, key=done.stdout.strip()) as keyed:

@@ -342,3 +342,25 @@ def test_prepare_reports_an_unusable_hierarchy(tmp_path: Path) -> None:
     parents = {c: tmp_path / "not-mounted" / c for c in CONTROLLERS}
     with pytest.raises(SandboxUnavailable, match=r"cannot create cgroups.*CELLBOX_SANDBOX_CGROUPS=off"):
         Cgroups("v1", parents).prepare()
+
+
+def test_remove_kills_a_v2_group_through_cgroup_kill(tmp_path: Path) -> None:
+    """cgroup.kill takes the whole subtree at once, so a fork cannot slip past a pid-by-pid kill."""
+    directory = tmp_path / "cntr"
+    directory.mkdir()
+    (directory / "cgroup.kill").write_text("")
+    (directory / "cgroup.procs").write_text("")
+    written = []
+    real_rmdir = os.rmdir
+
+    def rmdir(path: Path) -> None:  # cgroupfs removes its own files with the group; a tmp dir does not
+        written.append((Path(path) / "cgroup.kill").read_text())
+        for name in ("cgroup.kill", "cgroup.procs"):
+            (Path(path) / name).unlink()
+        real_rmdir(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "rmdir", rmdir)
+        ContainerGroup("v2", dict.fromkeys(CONTROLLERS, directory)).remove()
+    assert written == ["1"]
+    assert not directory.exists()
