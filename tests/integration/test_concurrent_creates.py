@@ -127,3 +127,14 @@ async def test_spawns_in_flight_when_the_template_dies_are_retried_on_a_new_one(
     assert (await box.run("'alive'")).outputs[-1].data["text/plain"] == "'alive'"
     await cold_engine.destroy(box.id)
     await stall.release()  # the abandoned monitor writes, finds its template gone, and exits
+
+
+async def test_the_warm_pool_reports_how_full_it_is(tmp_path: Path) -> None:
+    async with Engine(Settings(data_dir=tmp_path / "data", preload=[], warm_pool=2)) as engine:
+        await engine.warmed()
+        assert engine.warm_pool() == {"ready": 2, "size": 2}
+        box = await engine.create()
+        assert engine.warm_pool() == {"ready": 1, "size": 2}  # handed out; the refill has not run yet
+        await engine.warmed()
+        assert engine.warm_pool() == {"ready": 2, "size": 2}
+        await engine.destroy(box.id)

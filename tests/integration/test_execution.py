@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+from cellbox.errors import SandboxFailure
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, Finished, Result, Stream
 from cellbox.sandbox.sandbox import Sandbox
@@ -149,6 +150,26 @@ async def test_a_session_that_exits_is_restarted(box: Sandbox) -> None:
     assert result.status == "crashed"
     assert result.restarted
     assert (await box.run("1 + 1")).outputs[-1].data["text/plain"] == "2"
+
+
+async def test_a_crash_whose_new_session_cannot_start_is_a_result_and_the_next_run_retries(box: Sandbox) -> None:
+    """The code ran, so its answer is a result (an error would be retried and run it twice); the container keeps
+    its files and starts a session on its next execution."""
+    await box.run("open('/mnt/data/kept.txt', 'w').write('kept')")
+    spawner = box._spawn
+
+    async def refused() -> None:
+        raise SandboxFailure("no template")
+
+    box._spawn = refused
+    crashed = await box.run("import os; os._exit(3)")
+    assert crashed.status == "crashed"
+    assert not crashed.restarted
+    assert "a new session could not be started (no template)" in (crashed.message or "")
+    box._spawn = spawner
+    again = await box.run("open('/mnt/data/kept.txt').read()")
+    assert again.status == "ok"
+    assert again.outputs[-1].data["text/plain"] == "'kept'"
 
 
 async def test_explicit_interrupt(box: Sandbox) -> None:

@@ -41,7 +41,7 @@ MAPPING: list[tuple[type[CellboxError], int, str, str | None]] = [
     (NotFound, 404, "invalid_request_error", None),
     (Expired, 400, "invalid_request_error", "container_expired"),
     (SandboxUnavailable, 503, "server_error", None),
-    (SandboxFailure, 500, "server_error", None),
+    (SandboxFailure, 503, "server_error", None),  # raised before any code ran: a retry is safe
     (StoreUnavailable, 503, "server_error", None),
     (UpstreamRejected, 400, "invalid_request_error", "upstream_error"),
     (UpstreamUnavailable, 502, "server_error", "upstream_error"),

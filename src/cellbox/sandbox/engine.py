@@ -325,6 +325,10 @@ class Engine:
         self._refill_warm()
         return None
 
+    def warm_pool(self) -> dict[str, int]:
+        """How many containers are started ahead of demand, of how many wanted."""
+        return {"ready": len(self._warm), "size": self.settings.warm_pool}
+
     async def warmed(self) -> None:
         """Wait for refills under way (containers, then volumes), so tests and benchmarks start steady."""
         while True:

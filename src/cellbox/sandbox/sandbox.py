@@ -151,6 +151,11 @@ class Sandbox:
         return self._state in ("closing", "closed")
 
     @property
+    def busy(self) -> bool:
+        """Code is running, or an execution is waiting its turn: the container is in use, however long it takes."""
+        return self._lock.locked() and not self.closed
+
+    @property
     def state(self) -> State:
         return self._state
 
@@ -245,7 +250,12 @@ class Sandbox:
         """Kill the session and start a fresh one on the same workspace, unless the container is being closed."""
         if self.closed:
             return Finished("crashed", None, [], message="The container was deleted or expired while the code ran.")
-        await self.restart()
+        try:
+            await self.restart()
+        except SandboxFailure as exc:  # the code did run: its answer is this result, never an error to retry
+            _log.warning("container %s: no new session after a crash: %s", self.id, exc)
+            return Finished(status, None, [], message=f"{cause}; a new session could not be started ({exc}). "
+                                                      "The next execution tries again; files are kept.")
         return Finished(status, None, [], restarted=True, message=f"{cause}; {LOST}")
 
     async def _with_files(self, finished: Finished) -> Finished:

@@ -104,11 +104,21 @@ class Containers:
             await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
                                   .values(status=EXPIRED, workspace=None))
 
+    def _due(self, row: ContainerRow, at: int) -> bool:
+        """Idle too long, and not running code now: an execution is activity however long it lasts (its end
+        restarts the idle clock, see :meth:`touch`)."""
+        if not _is_due(row, at):
+            return False
+        try:
+            return not self._engine.get(row.id).busy
+        except NotFound:
+            return True
+
     async def expire_due(self) -> int:
         at = now()
         async with self._db.session() as session:
             rows = list((await session.execute(select(ContainerRow).where(ContainerRow.status == RUNNING))).scalars())
-        due = [row.id for row in rows if _is_due(row, at)]
+        due = [row.id for row in rows if self._due(row, at)]
         async with self._lock:
             for cid in due:
                 await self._expire(cid)
@@ -123,16 +133,25 @@ class Containers:
                 ContainerRow.id == cid, ContainerRow.project == project))).scalar_one_or_none()
         if row is None:
             raise NotFound(f"Container with id '{cid}' not found.", "container_id")
-        if _is_due(row, now()):
+        if self._due(row, now()):
             async with self._lock:
                 await self._expire(cid)
             row.status, row.workspace = EXPIRED, None
         elif touch and row.status == RUNNING and row.last_active_at != now():  # seconds: one write per second
             row.last_active_at = now()
-            async with self._db.session() as session, session.begin():
-                await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
-                                      .values(last_active_at=row.last_active_at))
+            await self._touch(cid, row.last_active_at)
         return row
+
+    async def touch(self, cid: str, since: int) -> None:
+        """An execution that began at ``since`` has ended: the idle clock restarts now (no write when it is the
+        same second, the usual case)."""
+        if (at := now()) != since:
+            await self._touch(cid, at)
+
+    async def _touch(self, cid: str, at: int) -> None:
+        async with self._db.session() as session, session.begin():
+            await session.execute(update(ContainerRow).where(ContainerRow.id == cid, ContainerRow.status == RUNNING)
+                                  .values(last_active_at=at))
 
     async def list(self, project: str, limit: int, order: Order, after: str | None, name: str | None) -> Page:
         query = select(ContainerRow).where(ContainerRow.project == project)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from cellbox.errors import NotFound
 from cellbox.ids import execution_id
 from cellbox.sandbox.events import Display, Error, Finished, Output, Result, Status, Stream
 from cellbox.schemas.containers import ContainerFile, Execution, ExecutionStatus, ImageOutput, LogsOutput
@@ -60,11 +61,11 @@ class Executions:
         self._containers = containers
 
     async def stream(self, project: str, cid: str, code: str, timeout: float | None) -> AsyncIterator[Update]:
-        _, box = await self._containers.sandbox(project, cid)
+        row, box = await self._containers.sandbox(project, cid)
         items: list[LogsOutput | ImageOutput] = []
         async for event in box.execute(code, timeout):
             if isinstance(event, Finished):
-                files = await self._containers.record(cid, event.files, event.deleted)
+                files = await self._settle(cid, row.last_active_at, event)
                 yield Update(execution=Execution(
                     id=execution_id(), container_id=cid, status=STATUS[event.status],
                     outputs=merged(items), files=[container_file(f) for f in files],
@@ -74,6 +75,16 @@ class Executions:
             if item is not None:
                 items.append(item)
                 yield Update(item=item)
+
+    async def _settle(self, cid: str, started: int, finished: Finished) -> list[ContainerFileRow]:
+        """Register what the run wrote and restart the idle clock, unless the container was deleted meanwhile:
+        then the run's own answer (it says so) is the one to give, not a 404 for files nobody can fetch."""
+        try:
+            files = await self._containers.record(cid, finished.files, finished.deleted)
+            await self._containers.touch(cid, started)
+        except NotFound:
+            return []
+        return files
 
     async def run(self, project: str, cid: str, code: str, timeout: float | None) -> Execution:
         async for update in self.stream(project, cid, code, timeout):

@@ -76,6 +76,8 @@ def test_health_reports_isolation(server: Server) -> None:
     assert health["isolation"]["terminal"] == "none (a session of its own, no controlling tty)"
     assert health["isolation"]["init"] == "not dumpable"
     assert health["isolation"]["uid"] == "100000-165535 (one per container)"
+    assert health["warm_pool"]["size"] == 2
+    assert 0 <= health["warm_pool"]["ready"] <= 2  # other tests' creates take from it meanwhile
 
 
 def test_in_open_mode_new_headers_buy_no_new_rate_budget(tmp_path: Path) -> None:

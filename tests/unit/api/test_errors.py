@@ -19,7 +19,7 @@ EXPECTED = {
     "SandboxClosed": (404, None),
     "Expired": (400, "container_expired"),
     "SandboxUnavailable": (503, None),
-    "SandboxFailure": (500, None),
+    "SandboxFailure": (503, None),
     "StoreUnavailable": (503, None),
     "UpstreamRejected": (400, "upstream_error"),
     "UpstreamUnavailable": (502, "upstream_error"),

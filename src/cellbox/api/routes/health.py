@@ -19,4 +19,5 @@ async def health(svc: Svc) -> dict[str, Any]:
         "version": __version__,
         "auth": "open (no API keys; loopback only)" if await svc.keys.open_mode() else "api keys",
         "isolation": svc.engine.isolation(),
+        "warm_pool": svc.engine.warm_pool(),
     }
