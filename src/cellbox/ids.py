@@ -37,7 +37,22 @@ def message_id() -> str:
 
 
 def call_id() -> str:
+    """A code_interpreter_call item."""
     return new_id("ci_", 48)
+
+
+def function_item_id() -> str:
+    """A function_call item (its ``id``; the model-facing ``call_id`` is :func:`function_call_id`)."""
+    return new_id("fc_", 48)
+
+
+def function_call_id() -> str:
+    return "call_" + "".join(secrets.choice(_BASE62) for _ in range(24))
+
+
+def item_id(kind: str) -> str:
+    """An input item given without an id: function_call_output ("fco_"), reasoning ("rs_"), anything else."""
+    return new_id({"function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_"), 48)
 
 
 def now() -> int:

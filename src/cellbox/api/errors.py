@@ -68,9 +68,23 @@ def error_response(exc: Exception) -> JSONResponse:
     return JSONResponse(body, status, headers=headers)
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
-    """The field's path; pydantic's labels for the branches of a union (``list[...]``, ``str``) are left out."""
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "str") and "[" not in str(p)]
+def _param(loc: tuple[Any, ...], body: Any = None) -> str | None:
+    """The field's path in the request. Pydantic's labels for the branches of a union (``list[...]``, ``str``, a
+    tagged union's tag such as ``function`` in ``tools.0.function.name``) are left out: a label is a step the
+    body does not have, between two it does."""
+    steps = [p for p in loc if p not in ("body", "query", "path", "header", "str") and "[" not in str(p)]
+    parts, current = [], body
+    for n, step in enumerate(steps):
+        following = steps[n + 1] if n + 1 < len(steps) else None
+        if isinstance(current, dict) and step not in current and following is not None and following in current:
+            continue
+        parts.append(str(step))
+        if isinstance(current, dict):
+            current = current.get(step)
+        elif isinstance(current, list) and isinstance(step, int) and 0 <= step < len(current):
+            current = current[step]
+        else:
+            current = None
     return ".".join(parts) or None
 
 
@@ -78,7 +92,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     # For a union, pydantic reports every branch; the deepest error is the one that says what is wrong.
     errors = sorted(exc.errors(), key=lambda e: len(e.get("loc", ())), reverse=True)
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = _param(tuple(first.get("loc", ())))
+    param = _param(tuple(first.get("loc", ())), exc.body)
     message = f"Invalid value for '{param}': {first['msg']}" if param else f"Invalid request: {first['msg']}"
     return JSONResponse(envelope(message, "invalid_request_error", param), 400)
 

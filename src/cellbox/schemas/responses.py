@@ -68,14 +68,59 @@ class MessageIn(Request):
 
 
 class CodeInterpreterCallIn(Request):
-    """An earlier ``code_interpreter_call`` replayed as input (as the SDK does when a caller keeps the history)."""
+    """An earlier ``code_interpreter_call`` replayed as input (as the SDK does when a caller keeps the history);
+    ``caller`` and other newer fields are ignored, ``status`` and ``outputs`` may be null."""
 
     type: Literal["code_interpreter_call"]
     id: ItemId
     code: str | None = None
     container_id: str
     outputs: list[LogsOutput | ImageOutput] | None = None
-    status: Literal["in_progress", "interpreting", "completed", "incomplete", "failed"] = "completed"
+    status: Literal["in_progress", "interpreting", "completed", "incomplete", "failed"] | None = "completed"
+
+
+CallId = Annotated[str, Field(min_length=1, max_length=64)]
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class FunctionCallIn(Request):
+    """A function call the model made earlier (replayed by the client, or from the stored history)."""
+
+    type: Literal["function_call"]
+    id: ItemId | None = None
+    call_id: CallId
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    arguments: str
+    status: ItemStatus | None = None
+
+
+class FunctionCallOutputIn(Request):
+    """What the client's function returned: a string, or a list of text, image and file parts."""
+
+    type: Literal["function_call_output"]
+    id: ItemId | None = None
+    call_id: CallId
+    output: str | list[dict[str, Any]]
+    status: ItemStatus | None = None
+
+
+class ReasoningIn(Request):
+    type: Literal["reasoning"]
+    id: ItemId | None = None
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[dict[str, Any]] | None = None
+    encrypted_content: str | None = None
+    status: ItemStatus | None = None
+
+
+class OtherItemIn(Request):
+    """An item of a tool Cellbox does not serve (``web_search_call``, ``file_search_call``, ``mcp_call``, ...),
+    replayed from another system's history: kept in the stored input, not shown to the model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    id: ItemId | None = None
 
 
 class ItemReference(Request):
@@ -83,16 +128,24 @@ class ItemReference(Request):
     id: str
 
 
+_KNOWN_ITEMS = frozenset({"message", "code_interpreter_call", "function_call", "function_call_output", "reasoning",
+                          "item_reference"})
+
+
 def _item_type(value: Any) -> str:
-    """Messages may leave out ``type``; every other item names its own."""
+    """Messages may leave out ``type``; every other item names its own; unknown kinds are "other"."""
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
-    return str(kind)
+    return str(kind) if kind in _KNOWN_ITEMS else "other"
 
 
 InputItem = Annotated[
     Annotated[MessageIn, Tag("message")]
     | Annotated[CodeInterpreterCallIn, Tag("code_interpreter_call")]
-    | Annotated[ItemReference, Tag("item_reference")],
+    | Annotated[FunctionCallIn, Tag("function_call")]
+    | Annotated[FunctionCallOutputIn, Tag("function_call_output")]
+    | Annotated[ReasoningIn, Tag("reasoning")]
+    | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[OtherItemIn, Tag("other")],
     Discriminator(_item_type),
 ]
 
@@ -111,11 +164,41 @@ class CodeInterpreterTool(Request):
     container: str | AutoContainer
 
 
+class FunctionTool(Request):
+    """A function the client runs itself: the model may call it, and the response then ends with the call."""
+
+    type: Literal["function"]
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+Tool = Annotated[CodeInterpreterTool | FunctionTool, Field(discriminator="type")]
+
+
 class HostedToolChoice(Request):
     type: Literal["code_interpreter"]
 
 
-ToolChoice = Literal["none", "auto", "required"] | HostedToolChoice
+class FunctionChoice(Request):
+    type: Literal["function"]
+    name: Annotated[str, Field(min_length=1)]
+
+
+class AllowedTool(Request):
+    type: Literal["function", "code_interpreter"]
+    name: str | None = None
+
+
+class AllowedToolsChoice(Request):
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"]
+    tools: Annotated[list[AllowedTool], Field(min_length=1)]
+
+
+ToolChoice = (Literal["none", "auto", "required"]
+              | Annotated[HostedToolChoice | FunctionChoice | AllowedToolsChoice, Field(discriminator="type")])
 
 
 # --- the request -------------------------------------------------------------------------------------------------
@@ -150,7 +233,7 @@ class CreateResponse(Request):
     model: Annotated[str, Field(min_length=1)]
     input: str | list[InputItem] = Field(default_factory=list)
     instructions: str | None = None
-    tools: list[CodeInterpreterTool] = Field(default_factory=list)
+    tools: list[Tool] = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"
     include: list[str] = Field(default_factory=list)
     stream: bool = False
@@ -175,18 +258,20 @@ class CreateResponse(Request):
 
     @field_validator("tools", mode="before")
     @classmethod
-    def _only_code_interpreter(cls, tools: Any) -> Any:
+    def _served_tools(cls, tools: Any) -> Any:
         for tool in tools if isinstance(tools, list) else []:
             kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind != "code_interpreter":
-                raise ValueError(f"tool type {kind!r} is not supported: Cellbox serves the 'code_interpreter' tool")
+            if kind not in ("code_interpreter", "function"):
+                raise ValueError(f"tool type {kind!r} is not supported: Cellbox serves 'code_interpreter' and "
+                                 "'function' tools")
         return tools
 
     @field_validator("tool_choice", mode="before")
     @classmethod
     def _known_tool_choice(cls, choice: Any) -> Any:
-        if isinstance(choice, dict) and choice.get("type") != "code_interpreter":
-            raise ValueError("tool_choice must be 'none', 'auto', 'required' or {\"type\": \"code_interpreter\"}")
+        if isinstance(choice, dict) and choice.get("type") not in ("code_interpreter", "function", "allowed_tools"):
+            raise ValueError("tool_choice must be 'none', 'auto', 'required', {\"type\": \"code_interpreter\"}, "
+                             "{\"type\": \"function\", \"name\": ...} or {\"type\": \"allowed_tools\", ...}")
         return choice
 
     @field_validator("input")
@@ -267,7 +352,19 @@ class OutputMessage(Wire):
     content: list[OutputText]
 
 
-OutputItem = Annotated[CodeInterpreterCall | OutputMessage, Field(discriminator="type")]
+class FunctionCall(Wire):
+    """A call of one of the client's functions: the response ends with it, and the client answers with a
+    ``function_call_output`` item carrying the same ``call_id``."""
+
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = Annotated[CodeInterpreterCall | OutputMessage | FunctionCall, Field(discriminator="type")]
 
 
 class InputTokensDetails(Wire):

@@ -1,13 +1,21 @@
-"""Responses items → chat-completions messages, and the ``python`` tool as the model sees it.
+"""Responses items → chat-completions messages, and the tools as the model sees them.
 
 Models are trained on a tool named ``python`` that runs code in a stateful Jupyter session, so that is what the
-upstream is offered; each ``code_interpreter_call`` becomes an assistant tool call plus the tool's answer.
+upstream is offered for ``code_interpreter``; each ``code_interpreter_call`` becomes an assistant tool call plus
+the tool's answer. Function tools are offered under their own names; a ``function_call`` becomes an assistant
+tool call and its ``function_call_output`` the tool's answer. What each other item becomes:
+
+- ``reasoning``: nothing yet (the model server gets no earlier chain of thought);
+- ``item_reference``: refused before this point;
+- items of tools Cellbox does not serve (``web_search_call``, ``mcp_call``, ...): nothing; they stay in the
+  stored input only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,22 +87,63 @@ def _message(item: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
     return {"role": role, "content": texts}
 
 
-def tool_call_id(item_id: str) -> str:
-    """The id the model sees for a run: derived from the item's id, and short (OpenAI allows 40 characters)."""
-    return "call_" + hashlib.sha256(item_id.encode()).hexdigest()[:24]
+def function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A client's function tool in chat-completions form (under its own name)."""
+    function = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def tool_call_id(key: str) -> str:
+    """The id the model sees for a call, derived from the item's id (a run) or its ``call_id`` (a function call):
+    exactly 9 letters and digits, the one form every chat template accepts (Mistral's refuse any other length;
+    OpenAI allows up to 40)."""
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    digits = []
+    for _ in range(9):
+        number, digit = divmod(number, len(_ALNUM))
+        digits.append(_ALNUM[digit])
+    return "".join(digits)
+
+
+def _tool_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    """Append a tool call to the assistant's message: joined to its text if the turn began with some, or to the
+    calls just before it (a parallel batch), else as a message of its own."""
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
 def call_messages(messages: list[dict[str, Any]], item_id: str, code: str | None, result: str) -> None:
-    """Append a run as the assistant's tool call (joined to its text, if the turn began with some) and its result."""
+    """Append a run as the assistant's tool call and its result."""
     call_id = tool_call_id(item_id)
-    tool_call = {"id": call_id, "type": "function",
-                 "function": {"name": "python", "arguments": json.dumps({"code": code or ""})}}
-    last = messages[-1] if messages else None
-    if last is not None and last["role"] == "assistant" and "tool_calls" not in last:
-        last["tool_calls"] = [tool_call]
-    else:
-        messages.append({"role": "assistant", "content": None, "tool_calls": [tool_call]})
+    _tool_call(messages, {"id": call_id, "type": "function",
+                          "function": {"name": "python", "arguments": json.dumps({"code": code or ""})}})
     messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
+
+
+def function_output_text(output: str | list[dict[str, Any]]) -> str:
+    """A function's output as tool-message text (chat templates take text only there)."""
+    if isinstance(output, str):
+        return output
+    parts = []
+    for part in output:
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append(str(part.get("text") or ""))
+        elif kind == "input_image":
+            parts.append("[image]")
+        elif kind == "input_file":
+            parts.append(f"[file {part.get('filename') or part.get('file_id') or ''}]".replace(" ]", "]"))
+    return "\n".join(parts)
 
 
 def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_results: dict[str, str],
@@ -117,4 +166,10 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_re
             result = tool_results.get(item["id"]) or tool_result(
                 item.get("outputs"), None if item.get("outputs") is not None else "output not available")
             call_messages(messages, item["id"], item.get("code"), result)
+        elif item.get("type") == "function_call" and item.get("status") != "incomplete":  # incomplete: never ran
+            _tool_call(messages, {"id": tool_call_id(item["call_id"]), "type": "function",
+                                  "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}})
+        elif item.get("type") == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": tool_call_id(item["call_id"]),
+                             "content": function_output_text(item["output"])})
     return messages

@@ -18,23 +18,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
-from cellbox.ids import call_id, message_id, now, response_id
+from cellbox.ids import call_id, function_call_id, function_item_id, item_id, message_id, now, response_id
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.containers import ContainerFile, CreateContainer, ImageOutput, LogsOutput
 from cellbox.schemas.responses import (
     OUTPUTS,
+    AllowedToolsChoice,
     AutoContainer,
     CodeInterpreterCall,
     CodeInterpreterCallIn,
+    CodeInterpreterTool,
     ContainerFileCitation,
     CreateResponse,
+    FunctionCall,
+    FunctionCallIn,
+    FunctionCallOutputIn,
+    FunctionChoice,
+    FunctionTool,
+    HostedToolChoice,
     IncompleteDetails,
     InputFile,
     InputImage,
     ItemReference,
     MessageIn,
+    OtherItemIn,
     OutputMessage,
     OutputText,
+    ReasoningIn,
     ReasoningParam,
     Response,
     ResponseError,
@@ -44,7 +54,14 @@ from cellbox.schemas.responses import (
 from cellbox.services.arguments import CodeStream, code_from_arguments
 from cellbox.services.citations import cite
 from cellbox.services.containers import Containers
-from cellbox.services.conversation import call_messages, chat_messages, python_tool, tool_result
+from cellbox.services.conversation import (
+    call_messages,
+    chat_messages,
+    function_tool,
+    python_tool,
+    tool_call_id,
+    tool_result,
+)
 from cellbox.services.execution import Executions, container_file
 from cellbox.services.files import Files
 from cellbox.services.history import History
@@ -79,6 +96,15 @@ class _Call:
 
 
 @dataclass
+class _FunctionCall:
+    """A call of a client's function: announced, its arguments streamed, then handed to the client."""
+
+    item: FunctionCall
+    index: int
+    call: ToolCall | None = None
+
+
+@dataclass
 class _Message:
     item: OutputMessage
     index: int
@@ -95,6 +121,8 @@ class Run:
     inputs: list[dict[str, Any]]
     messages: list[dict[str, Any]]
     container_id: str | None = None
+    interpreter: bool = False  # the code_interpreter tool is offered (as ``python``)
+    functions: dict[str, FunctionTool] = field(default_factory=dict)  # the client's, by name
     auto: AutoContainer | None = None
     made_container: bool = False
     tool_results: dict[str, str] = field(default_factory=dict)
@@ -103,7 +131,7 @@ class Run:
     refused: bool = False  # a call was refused: later turns offer no tool
     sequence: int = 0
     message: _Message | None = None
-    calls: list[_Call] = field(default_factory=list)  # this turn's
+    calls: list[_Call | _FunctionCall] = field(default_factory=list)  # this turn's, in the model's order
     finished: bool = False
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -113,8 +141,12 @@ class Run:
     def snapshot(self) -> dict[str, Any]:
         return shown_response(self.response.model_dump(), self.body.include)
 
-    def item(self, model: CodeInterpreterCall | OutputMessage) -> dict[str, Any]:
+    def item(self, model: CodeInterpreterCall | OutputMessage | FunctionCall) -> dict[str, Any]:
         return shown(model.model_dump(), self.body.include)
+
+    def is_function(self, name: str) -> bool:
+        """A call for the client (not run here): one of its functions, or any call when there is no interpreter."""
+        return name in self.functions or not self.interpreter
 
 
 class Responses:
@@ -147,11 +179,7 @@ class Responses:
         if not self._upstream.configured:
             raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
                                    "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
-        if len(body.tools) > 1:
-            raise InvalidInput("give at most one code_interpreter tool", "tools")
-        tool = body.tools[0] if body.tools else None
-        if tool is None and body.tool_choice not in ("auto", "none"):
-            raise InvalidInput("tool_choice asks for the code_interpreter tool, but tools has none", "tool_choice")
+        tool, functions = self._check_tools(body)
         auto = tool.container if tool is not None and isinstance(tool.container, AutoContainer) else None
         if auto is not None and auto.network_policy is not None and auto.network_policy.type != "disabled":
             raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access",
@@ -160,6 +188,7 @@ class Responses:
                    if body.previous_response_id else None)
         earlier = context.items if context else []
         inputs = await self._inputs(project, body.input, has_tool=tool is not None)
+        _check_calls_answered(earlier + inputs)
         images = await self._images(project, earlier + inputs)
         response = Response(
             id=response_id(), created_at=now(), status="in_progress", instructions=body.instructions,
@@ -169,13 +198,14 @@ class Responses:
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
             text=(body.text or TextParam()).model_dump(by_alias=True, exclude_none=True),
-            tool_choice=body.tool_choice, tools=[t.model_dump(exclude_none=True) for t in body.tools],
+            tool_choice=body.tool_choice, tools=[t.model_dump(exclude_none=isinstance(t, CodeInterpreterTool))
+                                                 for t in body.tools],
             truncation=body.truncation or "disabled", user=body.user, metadata=body.metadata or {},
             safety_identifier=body.safety_identifier, prompt_cache_key=body.prompt_cache_key,
             service_tier=body.service_tier)
         run = Run(project, body, response, inputs,
                   chat_messages(body.instructions, earlier + inputs, context.tool_results if context else {}, images),
-                  auto=auto)
+                  interpreter=tool is not None, functions=functions, auto=auto)
         if tool is not None and auto is None:
             run.container_id = str(tool.container)
             await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
@@ -188,6 +218,42 @@ class Responses:
             raise
         return run
 
+    @staticmethod
+    def _check_tools(body: CreateResponse) -> tuple[CodeInterpreterTool | None, dict[str, FunctionTool]]:
+        """The code_interpreter tool (at most one) and the client's functions by name, or a 400 naming the clash."""
+        interpreters = [t for t in body.tools if isinstance(t, CodeInterpreterTool)]
+        if len(interpreters) > 1:
+            raise InvalidInput("give at most one code_interpreter tool", "tools")
+        tool = interpreters[0] if interpreters else None
+        functions: dict[str, FunctionTool] = {}
+        for n, t in enumerate(body.tools):
+            if not isinstance(t, FunctionTool):
+                continue
+            if t.name in functions:
+                raise InvalidInput(f"two function tools are named {t.name!r}; names must be distinct",
+                                   f"tools.{n}.name")
+            if tool is not None and t.name == "python":
+                raise InvalidInput("a function tool may not be named 'python' beside code_interpreter: the model is "
+                                   "offered code_interpreter under that name", f"tools.{n}.name")
+            functions[t.name] = t
+        choice = body.tool_choice
+        if choice == "required" and not body.tools:
+            raise InvalidInput("tool_choice 'required' needs a tool, but tools has none", "tool_choice")
+        wanted: list[tuple[str, str | None]] = []
+        if isinstance(choice, HostedToolChoice):
+            wanted = [("code_interpreter", None)]
+        elif isinstance(choice, FunctionChoice):
+            wanted = [("function", choice.name)]
+        elif isinstance(choice, AllowedToolsChoice):
+            wanted = [(t.type, t.name) for t in choice.tools]
+        for kind, name in wanted:
+            if kind == "code_interpreter" and tool is None:
+                raise InvalidInput("tool_choice asks for the code_interpreter tool, but tools has none", "tool_choice")
+            if kind == "function" and name not in functions:
+                raise InvalidInput(f"tool_choice names the function {name!r}, which tools does not hold",
+                                   "tool_choice")
+        return tool, functions
+
     async def _inputs(self, project: str, given: str | list[Any], has_tool: bool) -> list[dict[str, Any]]:
         """The request's input items as stored and listed: every item with an id, messages with content parts."""
         if isinstance(given, str):
@@ -199,7 +265,18 @@ class Responses:
                 raise InvalidInput("item_reference inputs are not supported; send the items themselves, or "
                                    "continue with previous_response_id", f"input.{n}")
             if isinstance(item, CodeInterpreterCallIn):
-                items.append(item.model_dump())
+                items.append({**item.model_dump(), "status": item.status or "completed"})
+                continue
+            if isinstance(item, FunctionCallIn):
+                items.append({**item.model_dump(), "id": item.id or function_item_id(),
+                              "status": item.status or "completed"})
+                continue
+            if isinstance(item, FunctionCallOutputIn | ReasoningIn):
+                dumped = item.model_dump(exclude_none=True)
+                items.append({**dumped, "id": item.id or item_id(item.type), "status": item.status or "completed"})
+                continue
+            if isinstance(item, OtherItemIn):
+                items.append({**item.model_dump(exclude_none=True), "id": item.id or item_id(item.type)})
                 continue
             assert isinstance(item, MessageIn)
             if isinstance(item.content, list):
@@ -353,15 +430,34 @@ class Responses:
             await self._history.finish(run.response.model_dump(), run.tool_results)
         run.finished = True
 
-    def _choice(self, run: Run, turn: int) -> Any:
+    def _offered(self, run: Run) -> list[str]:
+        """The tools the model may call, by the names it sees (``python`` for code_interpreter)."""
+        names = (["python"] if run.interpreter else []) + list(run.functions)
+        choice = run.body.tool_choice
+        if isinstance(choice, AllowedToolsChoice):
+            allowed = {"python" if t.type == "code_interpreter" else t.name for t in choice.tools}
+            names = [name for name in names if name in allowed]
+        return names
+
+    def _choice(self, run: Run, turn: int, offered: list[str]) -> Any:
+        """tool_choice for the model server. A forced tool holds for the first turn only (after it the model must
+        be free to answer), and is sent as ``required`` when it is the only tool offered: llama.cpp reads only
+        the string form and silently serves ``auto`` for an object."""
         if run.calls_made >= self._budget(run):
             return "none"
         choice = run.body.tool_choice
-        if turn == 0 and choice == "required":
-            return "required"
-        if turn == 0 and not isinstance(choice, str):
-            return {"type": "function", "function": {"name": "python"}}
-        return choice if choice in ("auto", "none") else "auto"
+        if choice in ("auto", "none"):
+            return choice
+        forced: str | None = None
+        if isinstance(choice, HostedToolChoice):
+            forced = "python"
+        elif isinstance(choice, FunctionChoice):
+            forced = choice.name
+        if turn > 0:
+            return "auto"
+        if forced is None:  # "required", or allowed_tools with its mode
+            return choice.mode if isinstance(choice, AllowedToolsChoice) else "required"
+        return "required" if offered == [forced] else {"type": "function", "function": {"name": forced}}
 
     def _refusal(self, run: Run) -> str | None:
         """Why a well-formed call must not run, if it must not: the caller forbade the tool or the budget is spent."""
@@ -377,9 +473,13 @@ class Responses:
     def _request(self, run: Run, turn: int) -> dict[str, Any]:
         body = run.body
         request: dict[str, Any] = {"model": body.model, "messages": run.messages}
-        if body.tools and not run.refused:  # after a refused call the model gets no tool: it must answer
-            request["tools"] = [python_tool(self._timeout)]
-            request["tool_choice"] = self._choice(run, turn)
+        offered = self._offered(run)
+        if offered and not run.refused:  # after a refused call the model gets no tool: it must answer
+            request["tools"] = [python_tool(self._timeout) if name == "python" else function_tool(
+                run.functions[name].model_dump()) for name in offered]
+            request["tool_choice"] = self._choice(run, turn, offered)
+            if not body.parallel_tool_calls:
+                request["parallel_tool_calls"] = False
         if body.temperature is not None:
             request["temperature"] = body.temperature
         if body.top_p is not None:
@@ -406,12 +506,19 @@ class Responses:
                 elif isinstance(event, CallStarted):
                     for out in self._close_message(run, final=False):
                         yield out
-                    async for out in self._open_call(run):
-                        yield out
+                    if run.is_function(event.name):
+                        yield self._open_function_call(run, event.name)
+                    else:
+                        async for out in self._open_call(run):
+                            yield out
                 elif isinstance(event, ArgumentsDelta):
                     if event.index < len(run.calls):
                         state = run.calls[event.index]
-                        if piece := state.code.feed(event.text):
+                        if isinstance(state, _FunctionCall):
+                            state.item.arguments += event.text
+                            yield run.event("response.function_call_arguments.delta", output_index=state.index,
+                                            item_id=state.item.id, delta=event.text)
+                        elif piece := state.code.feed(event.text):
                             state.item.code = (state.item.code or "") + piece
                             yield run.event("response.code_interpreter_call_code.delta", output_index=state.index,
                                             item_id=state.item.id, delta=piece)
@@ -430,11 +537,19 @@ class Responses:
                 yield out
             if turn.text.strip():
                 run.messages.append({"role": "assistant", "content": turn.text.strip()})
+            handed_over = False
             for state, call in zip(run.calls, turn.calls, strict=False):
                 state.call = call
-                async for out in self._execute(run, state):
-                    yield out
+                if isinstance(state, _FunctionCall):
+                    for out in self._hand_over(run, state):
+                        yield out
+                    handed_over = handed_over or state.item.status == "completed"
+                else:
+                    async for out in self._execute(run, state):
+                        yield out
             run.calls = []
+            if handed_over:  # the client runs its functions and continues with their outputs
+                break
         else:
             log.warning("response %s: the model kept calling the tool after its budget", run.response.id)
         run.response.status = run.response.status if run.response.status == "incomplete" else "completed"
@@ -494,6 +609,35 @@ class Responses:
         yield run.event("response.output_item.added", output_index=state.index, item=run.item(item))
         yield run.event("response.code_interpreter_call.in_progress", output_index=state.index, item_id=item.id)
 
+    def _open_function_call(self, run: Run, name: str) -> dict[str, Any]:
+        item = FunctionCall(id=function_item_id(), call_id=function_call_id(), name=name, arguments="",
+                            status="in_progress")
+        state = _FunctionCall(item, len(run.response.output))
+        run.calls.append(state)
+        run.response.output.append(item)
+        return run.event("response.output_item.added", output_index=state.index, item=run.item(item))
+
+    def _hand_over(self, run: Run, state: _FunctionCall) -> list[dict[str, Any]]:
+        """A function call is complete: it goes to the client, unless it must not (the tool is off, or the budget
+        is spent), in which case the model is told so and the loop goes on."""
+        item, where = state.item, {"output_index": state.index, "item_id": state.item.id}
+        assert state.call is not None
+        item.arguments = state.call.arguments or "{}"
+        events = [run.event("response.function_call_arguments.done", **where, name=item.name,
+                            arguments=item.arguments)]
+        problem = self._refusal(run)
+        run.calls_made += 1
+        if problem is None:
+            item.status = "completed"
+        else:
+            run.refused, item.status = True, "incomplete"
+            wire = tool_call_id(item.call_id)
+            run.messages.append({"role": "assistant", "content": None, "tool_calls": [{
+                "id": wire, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}]})
+            run.messages.append({"role": "tool", "tool_call_id": wire, "content": f"error: {problem}"})
+        events.append(run.event("response.output_item.done", output_index=state.index, item=run.item(item)))
+        return events
+
     async def _execute(self, run: Run, state: _Call) -> AsyncIterator[dict[str, Any]]:
         item, where = state.item, {"output_index": state.index, "item_id": state.item.id}
         assert state.call is not None
@@ -544,7 +688,10 @@ class Responses:
         for event in self._close_message(run, final=False, status="incomplete"):
             yield event
         for state in run.calls:
-            if state.item.status in ("in_progress", "interpreting"):
+            if isinstance(state, _FunctionCall) and state.item.status == "in_progress":
+                state.item.status = "incomplete"
+                yield run.event("response.output_item.done", output_index=state.index, item=run.item(state.item))
+            elif isinstance(state, _Call) and state.item.status in ("in_progress", "interpreting"):
                 state.item.status = "failed"
                 yield run.event("response.output_item.done", output_index=state.index, item=run.item(state.item))
         run.calls = []
@@ -557,3 +704,14 @@ class Responses:
     async def aclose(self) -> None:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _check_calls_answered(items: list[dict[str, Any]]) -> None:
+    """Every function call needs its output, and every output a call, before the model can go on (as OpenAI)."""
+    calls = {item["call_id"] for item in items if item.get("type") == "function_call"
+             and item.get("status") != "incomplete"}  # refused or cut off: never handed to the client
+    answered = {item["call_id"] for item in items if item.get("type") == "function_call_output"}
+    if stray := sorted(answered - calls):
+        raise InvalidInput(f"No tool call found for function call output with call_id {stray[0]}.", "input")
+    if missing := sorted(calls - answered):
+        raise InvalidInput(f"No tool output found for function call {missing[0]}.", "input")

@@ -20,6 +20,7 @@ from agents import (
     RunItemStreamEvent,
     Runner,
     ToolCallItem,
+    function_tool,
     set_tracing_disabled,
 )
 from openai.types.responses import ResponseCodeInterpreterToolCall
@@ -107,3 +108,87 @@ async def test_agent_streamed_run(client: openai.AsyncOpenAI, upstream: Scripted
     assert call.container_id.startswith("cntr_")
     assert code_calls(result.new_items) == [call]
     check_upstream(upstream, model)
+
+
+# --- an agent with function tools and a handoff beside the code interpreter ------------------------------------
+
+@function_tool
+def get_weather(city: str) -> str:
+    """The temperature in a city."""
+    return f"14 degrees in {city}"
+
+
+@function_tool
+def to_fahrenheit(celsius: float) -> str:
+    """Celsius to Fahrenheit, as text."""
+    return f"{celsius * 9 / 5 + 32:g} F"
+
+
+REPORT = "Paris: 14 °C (57.2 °F), checked twice."
+
+
+def team(model: str, client: openai.AsyncOpenAI) -> Agent[Any]:
+    reporter = Agent(name="reporter", instructions="Write the report.",
+                     model=OpenAIResponsesModel(model=model, openai_client=client))
+    return Agent(
+        name="analyst",
+        instructions="Look the weather up, compute with python, then hand over to the reporter.",
+        model=OpenAIResponsesModel(model=model, openai_client=client),
+        tools=[CodeInterpreterTool(tool_config={"type": "code_interpreter", "container": {"type": "auto"}}),
+               get_weather, to_fahrenheit],
+        handoffs=[reporter],
+    )
+
+
+def script_team(upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(
+        model,
+        {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"code": "t = 14\nprint(t * 9 / 5 + 32)"},
+        {"name": "to_fahrenheit", "arguments": '{"celsius": 14}'},
+        {"code": "print(t)"},  # the same session: t is still there
+        {"name": "transfer_to_reporter", "arguments": "{}"},
+        {"text": REPORT},
+    )
+
+
+def check_team(upstream: ScriptedUpstream, model: str, items: list[Any]) -> None:
+    assert upstream.remaining(model) == 0
+    requests = upstream.requests(model)
+    assert [sorted(t["function"]["name"] for t in r.get("tools") or []) for r in requests[:5]] == [
+        ["get_weather", "python", "to_fahrenheit", "transfer_to_reporter"]] * 5
+    assert "tools" not in requests[5]  # the reporter has none
+    told = [m["content"] for r in requests for m in r["messages"] if m["role"] == "tool"]
+    assert "14 degrees in Paris" in told
+    assert "57.2 F" in told
+    assert "57.2\n" in told  # what python printed
+    calls = code_calls(items)
+    assert [c.code for c in calls] == ["t = 14\nprint(t * 9 / 5 + 32)", "print(t)"]
+    assert len({c.container_id for c in calls}) == 1
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["full history", "previous_response_id"])
+async def test_an_agent_with_function_tools_and_a_handoff(client: openai.AsyncOpenAI, upstream: ScriptedUpstream,
+                                                          model: str, chained: bool) -> None:
+    script_team(upstream, model)
+    result = await Runner.run(team(model, client), "Weather in Paris, in both units?",
+                              auto_previous_response_id=chained)
+    assert result.final_output == REPORT, [r.output for r in result.raw_responses]
+    assert result.last_agent.name == "reporter"
+    check_team(upstream, model, result.new_items)
+    last = await client.responses.retrieve(result.raw_responses[-1].response_id)
+    assert (last.previous_response_id is not None) == chained
+
+
+async def test_an_agent_with_function_tools_and_a_handoff_streamed(client: openai.AsyncOpenAI,
+                                                                   upstream: ScriptedUpstream, model: str) -> None:
+    script_team(upstream, model)
+    result = Runner.run_streamed(team(model, client), "Weather in Paris, in both units?")
+    raw: list[str] = []
+    async for event in result.stream_events():
+        if isinstance(event, RawResponsesStreamEvent):
+            raw.append(event.data.type)
+    assert result.final_output == REPORT
+    assert "response.function_call_arguments.delta" in raw
+    assert "response.code_interpreter_call.interpreting" in raw
+    check_team(upstream, model, result.new_items)

@@ -11,6 +11,7 @@ from cellbox.services.conversation import (
     MAX_TOOL_RESULT,
     call_messages,
     chat_messages,
+    function_output_text,
     python_tool,
     tool_call_id,
     tool_result,
@@ -117,7 +118,7 @@ def test_call_on_empty_messages() -> None:
     assert [m["role"] for m in messages] == ["assistant", "tool"]
 
 
-def test_a_second_call_does_not_join_an_assistant_message_that_already_has_calls() -> None:
+def test_a_run_after_an_answered_call_is_a_new_assistant_message() -> None:
     messages: list[dict[str, Any]] = [{"role": "assistant", "content": "Two runs."}]
     call_messages(messages, "ci_1", "a", "ra")
     call_messages(messages, "ci_2", "b", "rb")
@@ -126,10 +127,13 @@ def test_a_second_call_does_not_join_an_assistant_message_that_already_has_calls
     assert ids == [tool_call_id("ci_1"), tool_call_id("ci_2")]
     assert messages[3] == {"role": "tool", "tool_call_id": tool_call_id("ci_2"), "content": "rb"}
 
-    messages = [{"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}]
+
+def test_calls_of_one_batch_share_the_assistant_message() -> None:
+    """Calls not yet answered are a parallel batch: the next call joins them, and the answers follow."""
+    messages: list[dict[str, Any]] = [{"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}]
     call_messages(messages, "ci_3", "c", "rc")
-    assert len(messages) == 3
-    assert messages[0]["tool_calls"] == [{"id": "x"}]
+    assert [m["role"] for m in messages] == ["assistant", "tool"]
+    assert [c["id"] for c in messages[0]["tool_calls"]] == ["x", tool_call_id("ci_3")]
 
 
 def test_missing_code_is_sent_as_empty_code() -> None:
@@ -261,3 +265,17 @@ def test_several_calls_and_items_of_other_types() -> None:
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool"]
     assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == [tool_call_id("ci_1"), tool_call_id("ci_2")]
     assert messages[-1]["content"] == "done"
+
+
+def test_tool_call_ids_are_nine_letters_and_digits_and_stable() -> None:
+    """Mistral's chat templates refuse any other form; the same item always gets the same id."""
+    ids = {tool_call_id(f"ci_{n}") for n in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 9 and i.isascii() and i.isalnum() for i in ids)
+    assert tool_call_id("call_abc") == tool_call_id("call_abc")
+
+
+def test_function_outputs_become_tool_text() -> None:
+    assert function_output_text("plain") == "plain"
+    assert function_output_text([{"type": "input_text", "text": "a"}, {"type": "input_image", "file_id": "f"},
+                                 {"type": "input_file", "filename": "r.csv"}]) == "a\n[image]\n[file r.csv]"
