@@ -6,7 +6,9 @@ replies back, streamed or not, byte-for-byte in the shape OpenAI sends.  Every r
 test can assert on what the code under test actually sent.
 
 Reply fields (they combine): ``text``, ``code``, ``arguments``/``name``, ``calls``, ``status``/``error``,
-``delay``, ``drop``, ``usage``, ``finish_reason``, ``whole``, ``no_index``, ``same_index``, ``chunk_delay``.
+``delay``, ``drop``, ``usage``, ``finish_reason``, ``whole``, ``no_index``, ``same_index``, ``chunk_delay``,
+``reasoning`` (chain of thought, streamed before the content) and ``reasoning_field`` (``reasoning`` as vLLM and
+Ollama send it, the default, or ``reasoning_content`` as llama.cpp and SGLang do).
 See ``_REPLY_KEYS``.
 
 Streams use chunked transfer encoding on purpose: with ``Connection: close`` and no length, a truncated stream
@@ -46,6 +48,8 @@ DROP_AFTER = 2  # chunks sent before a `drop` reply cuts the stream
 _REPLY_KEYS = frozenset(
     {
         "text",
+        "reasoning",
+        "reasoning_field",
         "code",
         "arguments",
         "name",
@@ -144,6 +148,8 @@ def _completion(model: str, reply: dict[str, Any]) -> dict[str, Any]:
         "content": reply.get("text", None if calls else ""),
         "refusal": None,
     }
+    if reply.get("reasoning"):
+        message[reply.get("reasoning_field") or "reasoning"] = reply["reasoning"]
     if calls:
         message["tool_calls"] = [
             {"id": f"call_{_hex()}", "type": "function", "function": {"name": name, "arguments": args}}
@@ -177,6 +183,8 @@ def _chunks(model: str, reply: dict[str, Any], include_usage: bool) -> list[dict
 
     calls = _tool_calls(reply)
     out = [chunk({"role": "assistant", "content": ""})]
+    thought, field = reply.get("reasoning") or "", reply.get("reasoning_field") or "reasoning"
+    out += [chunk({field: thought[i : i + TEXT_PIECE]}) for i in range(0, len(thought), TEXT_PIECE)]
     text = reply.get("text") or ""
     out += [chunk({"content": text[i : i + TEXT_PIECE]}) for i in range(0, len(text), TEXT_PIECE)]
     for index, (name, args) in enumerate(calls):

@@ -50,6 +50,10 @@ def function_call_id() -> str:
     return "call_" + "".join(secrets.choice(_BASE62) for _ in range(24))
 
 
+def reasoning_id() -> str:
+    return new_id("rs_", 48)
+
+
 def item_id(kind: str) -> str:
     """An input item given without an id: function_call_output ("fco_"), reasoning ("rs_"), anything else."""
     return new_id({"function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_"), 48)

@@ -364,7 +364,23 @@ class FunctionCall(Wire):
     status: ItemStatus
 
 
-OutputItem = Annotated[CodeInterpreterCall | OutputMessage | FunctionCall, Field(discriminator="type")]
+class ReasoningText(Wire):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class Reasoning(Wire):
+    """The chain of thought the model server sent (``reasoning`` or ``reasoning_content``), whole, before the call
+    or message it led to."""
+
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    content: list[ReasoningText] = Field(default_factory=list)
+    status: ItemStatus = "completed"
+
+
+OutputItem = Annotated[CodeInterpreterCall | OutputMessage | FunctionCall | Reasoning, Field(discriminator="type")]
 
 
 class InputTokensDetails(Wire):

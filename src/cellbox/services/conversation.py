@@ -5,7 +5,8 @@ upstream is offered for ``code_interpreter``; each ``code_interpreter_call`` bec
 the tool's answer. Function tools are offered under their own names; a ``function_call`` becomes an assistant
 tool call and its ``function_call_output`` the tool's answer. What each other item becomes:
 
-- ``reasoning``: nothing yet (the model server gets no earlier chain of thought);
+- ``reasoning``: its text goes on the next assistant message, as ``reasoning`` (renamed by the upstream client to
+  the field that model server reads), so a reasoning model continues its chain of thought;
 - ``item_reference``: refused before this point;
 - items of tools Cellbox does not serve (``web_search_call``, ``mcp_call``, ...): nothing; they stay in the
   stored input only.
@@ -151,7 +152,12 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_re
     """The conversation for the upstream. Many chat templates accept one system message, and only first, so the
     instructions and leading system or developer messages become one; later ones are sent as user messages."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    thought: list[str] = []  # reasoning waiting for the assistant message it led to
     for item in items:
+        before = len(messages)
+        if item.get("type") == "reasoning":
+            thought.append(reasoning_text(item))
+            continue
         if item.get("type") == "message":
             message = _message(item, images)
             if message["role"] == "system":
@@ -172,4 +178,16 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_re
         elif item.get("type") == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": tool_call_id(item["call_id"]),
                              "content": function_output_text(item["output"])})
+        if len(messages) > before and thought:
+            first = messages[before]
+            if first["role"] == "assistant" and any(thought):
+                first["reasoning"] = "\n".join(t for t in thought if t)
+            thought = []
     return messages
+
+
+def reasoning_text(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its full content if it has one, else its summary."""
+    parts = [p for p in item.get("content") or [] if p.get("type") == "reasoning_text"] or [
+        p for p in item.get("summary") or [] if p.get("type") == "summary_text"]
+    return "\n".join(str(p.get("text") or "") for p in parts)

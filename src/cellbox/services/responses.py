@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
-from cellbox.ids import call_id, function_call_id, function_item_id, item_id, message_id, now, response_id
+from cellbox.ids import (
+    call_id,
+    function_call_id,
+    function_item_id,
+    item_id,
+    message_id,
+    now,
+    reasoning_id,
+    response_id,
+)
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.containers import ContainerFile, CreateContainer, ImageOutput, LogsOutput
 from cellbox.schemas.responses import (
@@ -44,8 +53,10 @@ from cellbox.schemas.responses import (
     OtherItemIn,
     OutputMessage,
     OutputText,
+    Reasoning,
     ReasoningIn,
     ReasoningParam,
+    ReasoningText,
     Response,
     ResponseError,
     TextParam,
@@ -65,7 +76,15 @@ from cellbox.services.conversation import (
 from cellbox.services.execution import Executions, container_file
 from cellbox.services.files import Files
 from cellbox.services.history import History
-from cellbox.services.upstream import ArgumentsDelta, CallStarted, TextDelta, ToolCall, Turn, Upstream
+from cellbox.services.upstream import (
+    ArgumentsDelta,
+    CallStarted,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    Turn,
+    Upstream,
+)
 from cellbox.store.pages import Order, Page
 
 log = logging.getLogger(__name__)
@@ -105,6 +124,12 @@ class _FunctionCall:
 
 
 @dataclass
+class _Reasoning:
+    item: Reasoning
+    index: int
+
+
+@dataclass
 class _Message:
     item: OutputMessage
     index: int
@@ -131,6 +156,7 @@ class Run:
     refused: bool = False  # a call was refused: later turns offer no tool
     sequence: int = 0
     message: _Message | None = None
+    thought: _Reasoning | None = None  # the reasoning item being streamed
     calls: list[_Call | _FunctionCall] = field(default_factory=list)  # this turn's, in the model's order
     finished: bool = False
 
@@ -141,7 +167,7 @@ class Run:
     def snapshot(self) -> dict[str, Any]:
         return shown_response(self.response.model_dump(), self.body.include)
 
-    def item(self, model: CodeInterpreterCall | OutputMessage | FunctionCall) -> dict[str, Any]:
+    def item(self, model: CodeInterpreterCall | OutputMessage | FunctionCall | Reasoning) -> dict[str, Any]:
         return shown(model.model_dump(), self.body.include)
 
     def is_function(self, name: str) -> bool:
@@ -480,6 +506,8 @@ class Responses:
             request["tool_choice"] = self._choice(run, turn, offered)
             if not body.parallel_tool_calls:
                 request["parallel_tool_calls"] = False
+        if body.reasoning is not None and body.reasoning.effort is not None:
+            request["reasoning_effort"] = body.reasoning.effort
         if body.temperature is not None:
             request["temperature"] = body.temperature
         if body.top_p is not None:
@@ -500,6 +528,12 @@ class Responses:
             turn = Turn()
             run.calls = []
             async for event in self._upstream.turn(self._request(run, turn_number), run.body.stream):
+                if isinstance(event, ReasoningDelta):
+                    for out in self._think(run, event.text):
+                        yield out
+                    continue
+                for out in self._close_reasoning(run):
+                    yield out
                 if isinstance(event, TextDelta):
                     for out in self._text(run, event.text):
                         yield out
@@ -535,8 +569,10 @@ class Responses:
                 break
             for out in self._close_message(run, final=False):
                 yield out
-            if turn.text.strip():
-                run.messages.append({"role": "assistant", "content": turn.text.strip()})
+            if turn.text.strip() or turn.reasoning:
+                # Reasoning models continue their chain of thought across tool turns only if it comes back.
+                said = {"role": "assistant", "content": turn.text.strip() or None}
+                run.messages.append({**said, "reasoning": turn.reasoning} if turn.reasoning else said)
             handed_over = False
             for state, call in zip(run.calls, turn.calls, strict=False):
                 state.call = call
@@ -557,6 +593,36 @@ class Responses:
         await self._finish(run)
         kind = "response.incomplete" if run.response.status == "incomplete" else "response.completed"
         yield run.event(kind, response=run.snapshot())
+
+    def _think(self, run: Run, text: str) -> list[dict[str, Any]]:
+        """Reasoning as it streams: one ``reasoning`` item per stretch of thought, before what it led to."""
+        events = []
+        if run.thought is None:
+            for out in self._close_message(run, final=False):
+                events.append(out)
+            item = Reasoning(id=reasoning_id(), content=[], status="in_progress")
+            run.thought = _Reasoning(item, len(run.response.output))
+            run.response.output.append(item)
+            events.append(run.event("response.output_item.added", output_index=run.thought.index,
+                                    item=run.item(item)))
+            item.content.append(ReasoningText(text=""))
+            events.append(run.event("response.content_part.added", item_id=item.id, output_index=run.thought.index,
+                                    content_index=0, part=ReasoningText(text="").model_dump()))
+        thought = run.thought.item
+        thought.content[0].text += text
+        events.append(run.event("response.reasoning_text.delta", item_id=thought.id, output_index=run.thought.index,
+                                content_index=0, delta=text))
+        return events
+
+    def _close_reasoning(self, run: Run) -> list[dict[str, Any]]:
+        thought, run.thought = run.thought, None
+        if thought is None:
+            return []
+        item, where = thought.item, {"item_id": thought.item.id, "output_index": thought.index, "content_index": 0}
+        item.status = "completed"
+        return [run.event("response.reasoning_text.done", **where, text=item.content[0].text),
+                run.event("response.content_part.done", **where, part=item.content[0].model_dump()),
+                run.event("response.output_item.done", output_index=thought.index, item=run.item(item))]
 
     def _text(self, run: Run, text: str) -> list[dict[str, Any]]:
         events = []
@@ -685,6 +751,8 @@ class Responses:
         return figures
 
     async def _fail(self, run: Run, exc: Exception) -> AsyncIterator[dict[str, Any]]:
+        for event in self._close_reasoning(run):
+            yield event
         for event in self._close_message(run, final=False, status="incomplete"):
             yield event
         for state in run.calls:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,11 @@ TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
     text: str
 
 
@@ -52,12 +57,22 @@ class ToolCall:
 @dataclass
 class Turn:
     text: str = ""
+    reasoning: str = ""
     calls: list[ToolCall] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
 
 
-Event = TextDelta | CallStarted | ArgumentsDelta | Turn
+Event = TextDelta | ReasoningDelta | CallStarted | ArgumentsDelta | Turn
+REASONING_FIELDS = ("reasoning", "reasoning_content")  # vLLM >= 0.11 and Ollama; llama.cpp, SGLang, older vLLM
+
+
+def _reasoning_of(message: dict[str, Any]) -> tuple[str, str | None]:
+    """The chain of thought in a message or delta, and the field the server put it in."""
+    for name in REASONING_FIELDS:
+        if isinstance(text := message.get(name), str) and text:
+            return text, name
+    return "", None
 
 
 def usage_of(raw: dict[str, Any] | None) -> Usage:
@@ -115,6 +130,7 @@ class Upstream:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers,
                                        timeout=httpx.Timeout(timeout, connect=10.0))
+        self._reasoning_field: str | None = None  # learned from the server's own replies
 
     @property
     def configured(self) -> bool:
@@ -137,6 +153,7 @@ class Upstream:
             raise UpstreamRejected("no model server is configured: set CELLBOX_UPSTREAM_BASE_URL "
                                    "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
         body = for_server(self.base_url, {**body, "model": self.model_for(body["model"]), "stream": stream})
+        body["messages"] = [self._with_reasoning_field(m) for m in body["messages"]]
         if stream:
             body["stream_options"] = {"include_usage": True}
         for pause in (*self._retry_pauses, None):
@@ -151,6 +168,24 @@ class Upstream:
                 log.warning("%s; asking again in %g s", transient.error, delay)
                 await asyncio.sleep(delay)
 
+    def _with_reasoning_field(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Reasoning goes back on the assistant message under the field this server sends it in (gpt-oss on vLLM
+        and Ollama read ``reasoning``, llama.cpp and Qwen's templates ``reasoning_content``); under both until the
+        server has shown which."""
+        if "reasoning" not in message:
+            return message
+        message = dict(message)
+        text = message.pop("reasoning")
+        if _is_openai(self.base_url):  # its chat completions never send reasoning, and refuse unknown fields
+            return message
+        for name in (self._reasoning_field,) if self._reasoning_field else REASONING_FIELDS:
+            message[name] = text
+        return message
+
+    def _learn(self, field_name: str | None) -> None:
+        if field_name is not None:
+            self._reasoning_field = field_name
+
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         try:
             async with self._http.stream("POST", "/chat/completions", json=body) as reply:
@@ -161,11 +196,11 @@ class Upstream:
                         raise _Transient(error, _retry_after(reply))
                     raise error
                 if stream:
-                    async for event in _parse_stream(reply):
+                    async for event in _parse_stream(reply, self._learn):
                         yield event
                 else:
                     await reply.aread()
-                    for event in _as_events(_parse_whole(reply)):
+                    for event in _as_events(_parse_whole(reply, self._learn)):
                         yield event
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Transient(UpstreamUnavailable(f"the model server at {self.base_url} is unreachable: "
@@ -181,11 +216,15 @@ class Upstream:
                                       f"{exc or type(exc).__name__}") from None
 
 
+def _is_openai(base_url: str) -> bool:
+    host = httpx.URL(base_url).host if base_url else ""
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
+
+
 def for_server(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's own API refuses the old ``max_tokens`` for its reasoning models and wants ``max_completion_tokens``,
     which not every self-hosted server knows yet: each gets the name it understands."""
-    host = httpx.URL(base_url).host if base_url else ""
-    if "max_tokens" in body and (host == "api.openai.com" or host.endswith(".openai.azure.com")):
+    if "max_tokens" in body and _is_openai(base_url):
         body = {**body, "max_completion_tokens": body["max_tokens"]}
         del body["max_tokens"]
     return body
@@ -219,7 +258,7 @@ def _refusal(reply: httpx.Response) -> Exception:
     return UpstreamUnavailable(message)
 
 
-def _parse_whole(reply: httpx.Response) -> Turn:
+def _parse_whole(reply: httpx.Response, learn: Callable[[str | None], None]) -> Turn:
     try:
         data = reply.json()
         choice = data["choices"][0]
@@ -229,13 +268,16 @@ def _parse_whole(reply: httpx.Response) -> Turn:
     merger = _Merger()
     for fragment in message.get("tool_calls") or []:
         merger.feed(fragment)
-    return Turn(text=message.get("content") or "", calls=merger.calls, usage=usage_of(data.get("usage")),
-                finish_reason=choice.get("finish_reason"))
+    reasoning, field_name = _reasoning_of(message)
+    learn(field_name)
+    return Turn(text=message.get("content") or "", reasoning=reasoning, calls=merger.calls,
+                usage=usage_of(data.get("usage")), finish_reason=choice.get("finish_reason"))
 
 
 def _as_events(turn: Turn) -> list[Event]:
     """A whole reply told as the same events a stream gives, so callers have one path."""
-    events: list[Event] = [TextDelta(turn.text)] if turn.text else []
+    events: list[Event] = [ReasoningDelta(turn.reasoning)] if turn.reasoning else []
+    events += [TextDelta(turn.text)] if turn.text else []
     for index, call in enumerate(turn.calls):
         events.append(CallStarted(index, call.name))
         if call.arguments:
@@ -243,7 +285,7 @@ def _as_events(turn: Turn) -> list[Event]:
     return [*events, turn]
 
 
-async def _parse_stream(reply: httpx.Response) -> AsyncIterator[Event]:
+async def _parse_stream(reply: httpx.Response, learn: Callable[[str | None], None]) -> AsyncIterator[Event]:
     turn, merger, done = Turn(), _Merger(), False
     async for line in reply.aiter_lines():
         if not line.startswith("data:"):
@@ -264,6 +306,11 @@ async def _parse_stream(reply: httpx.Response) -> AsyncIterator[Event]:
             turn.usage = usage_of(chunk["usage"])
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            thought, field_name = _reasoning_of(delta)
+            if thought:
+                learn(field_name)
+                turn.reasoning += thought
+                yield ReasoningDelta(thought)
             if text := delta.get("content"):
                 turn.text += text
                 yield TextDelta(text)

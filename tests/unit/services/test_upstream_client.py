@@ -16,6 +16,7 @@ from cellbox.services.upstream import (
     ArgumentsDelta,
     CallStarted,
     Event,
+    ReasoningDelta,
     TextDelta,
     Turn,
     Upstream,
@@ -367,3 +368,35 @@ def test_each_server_gets_the_output_limit_under_the_name_it_knows(base_url: str
     assert body[field] == 64
     assert set(body) == {"model", "messages", field}
     assert for_server(base_url, {"model": "m"}) == {"model": "m"}
+
+
+# --------------------------------------------------------------------------------------------------- reasoning
+
+@BOTH
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+async def test_reasoning_in_either_field(upstream: Upstream, scripted: ScriptedUpstream, model: str, stream: bool,
+                                         field: str) -> None:
+    scripted.script(model, {"reasoning": "Think first.", "reasoning_field": field, "text": "Then answer."})
+    events = await _events(upstream, model, stream)
+    turn = _turn(events)
+    assert (turn.reasoning, turn.text) == ("Think first.", "Then answer.")
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Think first."
+    first_text = next(n for n, e in enumerate(events) if isinstance(e, TextDelta))
+    assert all(n < first_text for n, e in enumerate(events) if isinstance(e, ReasoningDelta))
+
+
+async def test_reasoning_goes_back_under_both_fields_until_the_server_shows_its_own(
+        upstream: Upstream, scripted: ScriptedUpstream, model: str) -> None:
+    thought = {"role": "assistant", "content": None, "reasoning": "earlier"}
+    scripted.script(model, {"reasoning": "now", "reasoning_field": "reasoning_content", "text": "a"}, {"text": "b"})
+    await _events(upstream, model, False, messages=[thought, {"role": "user", "content": "go"}])
+    await _events(upstream, model, False, messages=[thought, {"role": "user", "content": "go"}])
+    unknown, learned = (request["messages"][0] for request in scripted.requests(model))
+    assert unknown == {"role": "assistant", "content": None, "reasoning": "earlier", "reasoning_content": "earlier"}
+    assert learned == {"role": "assistant", "content": None, "reasoning_content": "earlier"}
+
+
+def test_openais_own_api_gets_no_reasoning_field() -> None:
+    client = Upstream("https://api.openai.com/v1", "k", {}, timeout=5)
+    message = {"role": "assistant", "content": "x", "reasoning": "y"}
+    assert client._with_reasoning_field(message) == {"role": "assistant", "content": "x"}
