@@ -9,6 +9,14 @@ Reply fields (they combine): ``text``, ``code``, ``arguments``/``name``, ``calls
 ``delay``, ``drop``, ``usage``, ``finish_reason``, ``whole``, ``no_index``, ``same_index``, ``chunk_delay``,
 ``reasoning`` (chain of thought, streamed before the content) and ``reasoning_field`` (``reasoning`` as vLLM and
 Ollama send it, the default, or ``reasoning_content`` as llama.cpp and SGLang do).
+
+``style`` replays one real server's shapes (from their source, ../shared/reference/upstream-formats.md), whatever
+the other keys say about fragmenting: ``vllm-hermes`` (only set fields, a tool header without ``arguments``,
+``chatcmpl-tool-`` ids, text before the call, ``stop`` as finish reason for a named tool choice),
+``vllm-gpt-oss`` (``reasoning``, a header with empty ``arguments``), ``ollama`` (whole calls with 8-character
+ids, thinking split into a chunk of its own), ``llamacpp`` (``content: null`` first, ``reasoning_content``,
+32-character ids without prefix, ``timings`` with the usage) and ``sglang`` (every delta field present, null
+when unset, argument chunks with ``id`` and ``name`` null, ``reasoning_content``).
 See ``_REPLY_KEYS``.
 
 Streams use chunked transfer encoding on purpose: with ``Connection: close`` and no length, a truncated stream
@@ -64,8 +72,10 @@ _REPLY_KEYS = frozenset(
         "no_index",
         "same_index",
         "chunk_delay",
+        "style",
     }
 )
+STYLES = ("openai", "vllm-hermes", "vllm-gpt-oss", "ollama", "llamacpp", "sglang")
 _CALL_KEYS = frozenset({"code", "arguments", "name"})
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"})
 
@@ -94,6 +104,8 @@ def _validate_reply(reply: object) -> str | None:
     unknown = set(reply) - _REPLY_KEYS
     if unknown:
         return f"unknown reply keys {sorted(unknown)}; known: {sorted(_REPLY_KEYS)}"
+    if reply.get("style", "openai") not in STYLES:
+        return f"style must be one of {STYLES}, got {reply['style']!r}"
     for call in reply.get("calls") or []:
         if not isinstance(call, dict) or set(call) - _CALL_KEYS or not ({"code", "arguments"} & set(call)):
             return f"each of `calls` needs `code` or `arguments` (and optional `name`), got {call!r}"
@@ -140,19 +152,39 @@ def _finish_reason(reply: dict[str, Any], calls: list[tuple[str, str]]) -> str:
     return reply.get("finish_reason") or ("tool_calls" if calls else "stop")
 
 
+def _reasoning_field(reply: dict[str, Any]) -> str:
+    style = reply.get("style", "openai")
+    if style in ("llamacpp", "sglang"):
+        return "reasoning_content"
+    if style != "openai":
+        return "reasoning"
+    return str(reply.get("reasoning_field") or "reasoning")
+
+
+def _call_id(style: str) -> str:
+    if style.startswith("vllm"):
+        return f"chatcmpl-tool-{_hex(32)}"
+    if style == "ollama":
+        return "call_" + uuid.uuid4().hex[:8]
+    if style == "llamacpp":
+        return (uuid.uuid4().hex + uuid.uuid4().hex)[:32]
+    return f"call_{_hex()}"
+
+
 def _completion(model: str, reply: dict[str, Any]) -> dict[str, Any]:
     """A non-streamed `chat.completion` object."""
     calls = _tool_calls(reply)
+    style = reply.get("style", "openai")
     message: dict[str, Any] = {
         "role": "assistant",
         "content": reply.get("text", None if calls else ""),
         "refusal": None,
     }
     if reply.get("reasoning"):
-        message[reply.get("reasoning_field") or "reasoning"] = reply["reasoning"]
+        message[_reasoning_field(reply)] = reply["reasoning"]
     if calls:
         message["tool_calls"] = [
-            {"id": f"call_{_hex()}", "type": "function", "function": {"name": name, "arguments": args}}
+            {"id": _call_id(style), "type": "function", "function": {"name": name, "arguments": args}}
             for name, args in calls
         ]
     return {
@@ -167,8 +199,10 @@ def _completion(model: str, reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _chunks(model: str, reply: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+def _chunks(model: str, reply: dict[str, Any], include_usage: bool, request: dict[str, Any]) -> list[dict[str, Any]]:
     """Every `chat.completion.chunk` of a streamed reply, in wire order (without the `[DONE]` sentinel)."""
+    if reply.get("style", "openai") != "openai":
+        return _styled_chunks(model, reply, include_usage, request)
     ident, created = f"chatcmpl-{_hex()}", int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -183,7 +217,7 @@ def _chunks(model: str, reply: dict[str, Any], include_usage: bool) -> list[dict
 
     calls = _tool_calls(reply)
     out = [chunk({"role": "assistant", "content": ""})]
-    thought, field = reply.get("reasoning") or "", reply.get("reasoning_field") or "reasoning"
+    thought, field = reply.get("reasoning") or "", _reasoning_field(reply)
     out += [chunk({field: thought[i : i + TEXT_PIECE]}) for i in range(0, len(thought), TEXT_PIECE)]
     text = reply.get("text") or ""
     out += [chunk({"content": text[i : i + TEXT_PIECE]}) for i in range(0, len(text), TEXT_PIECE)]
@@ -201,6 +235,72 @@ def _chunks(model: str, reply: dict[str, Any], include_usage: bool) -> list[dict
     out.append(chunk({}, _finish_reason(reply, calls)))
     if include_usage:
         out.append({**chunk({}), "choices": [], "usage": _usage(reply)})
+    return out
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _styled_chunks(model: str, reply: dict[str, Any], include_usage: bool,
+                   request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A streamed reply as one real server sends it (see the module docstring for what differs)."""
+    style = reply["style"]
+    ident, created = f"chatcmpl-{_hex()}", int(time.time())
+    sglang = style == "sglang"
+    empty_delta = {"role": None, "content": None, "reasoning_content": None, "tool_calls": None} if sglang else {}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": {**empty_delta, **delta}}
+        if sglang:
+            choice.update(logprobs=None, finish_reason=finish_reason, matched_stop=None)
+        elif finish_reason is not None or style != "vllm-hermes":
+            choice["finish_reason"] = finish_reason
+        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [choice], **extra}
+        if sglang:
+            body["usage"] = None
+        return body
+
+    calls = _tool_calls(reply)
+    thought, text = reply.get("reasoning") or "", reply.get("text") or ""
+    field = _reasoning_field(reply)
+    first = {"role": "assistant", "content": None if style == "llamacpp" else ""}
+    out = [chunk(first)]
+    out += [chunk({field: piece}) for piece in _pieces(thought, TEXT_PIECE)]
+    if style == "vllm-hermes" and calls and not text:
+        text = "\n\n"  # what hermes-style models write before <tool_call>
+    out += [chunk({"content": piece}) for piece in _pieces(text, TEXT_PIECE)]
+    for index, (name, args) in enumerate(calls):
+        ident_ = _call_id(style)
+        if style == "ollama":
+            out.append(chunk({"content": "", "tool_calls": [
+                {"id": ident_, "index": index, "type": "function", "function": {"name": name, "arguments": args}}]}))
+            continue
+        head: dict[str, Any] = {"index": index, "id": ident_, "type": "function", "function": {"name": name}}
+        if style in ("vllm-gpt-oss", "sglang"):
+            head["function"]["arguments"] = ""
+        out.append(chunk({"tool_calls": [head]}))
+        for piece in _pieces(args, ARGS_PIECE):
+            fragment: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+            if sglang:
+                fragment = {"index": index, "id": None, "type": "function",
+                            "function": {"name": None, "arguments": piece}}
+            out.append(chunk({"tool_calls": [fragment]}))
+    named = isinstance(request.get("tool_choice"), dict)
+    finish = reply.get("finish_reason") or ("stop" if not calls or (style.startswith("vllm") and named)
+                                            else "tool_calls")
+    end: dict[str, Any] = {"stop_reason": None} if style.startswith("vllm") else {}
+    last = chunk({}, finish)
+    if end:
+        last["choices"][0].update(end)
+    out.append(last)
+    if include_usage:
+        usage = {**_usage(reply)}
+        extra = {"timings": {"prompt_n": usage["prompt_tokens"], "predicted_n": usage["completion_tokens"]}} \
+            if style == "llamacpp" else {}
+        out.append({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [], "usage": usage, **extra})
     return out
 
 
@@ -303,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, _completion(model, reply))
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._stream(_chunks(model, reply, include_usage), reply)
+        self._stream(_chunks(model, reply, include_usage, body), reply)
 
     def _stream(self, chunks: list[dict[str, Any]], reply: dict[str, Any]) -> None:
         """Send an SSE stream, one chunked-encoding chunk per event, flushed at once so arrival is incremental."""

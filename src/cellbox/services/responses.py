@@ -150,6 +150,7 @@ class Run:
     functions: dict[str, FunctionTool] = field(default_factory=dict)  # the client's, by name
     auto: AutoContainer | None = None
     made_container: bool = False
+    lost_container: str | None = None  # the conversation's container expired: the model has yet to be told
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
     calls_made: int = 0
@@ -236,7 +237,7 @@ class Responses:
             run.container_id = str(tool.container)
             await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
         elif auto is not None:
-            run.container_id = await self._reusable(project, earlier + inputs)
+            run.container_id = await self._reusable(run, earlier + inputs)
         try:
             await self._attach(run, tool_files=auto.file_ids if auto else [])
         except BaseException:
@@ -351,14 +352,16 @@ class Responses:
                     urls[fid] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         return urls
 
-    async def _reusable(self, project: str, items: list[dict[str, Any]]) -> str | None:
-        """Auto mode reuses the container of the latest code run in the conversation, while it is running."""
+    async def _reusable(self, run: Run, items: list[dict[str, Any]]) -> str | None:
+        """Auto mode reuses the container of the latest code run in the conversation, while it is running. One
+        that has expired (or was deleted) is replaced by a new one when code next runs, and the model is told."""
         for item in reversed(items):
             if item.get("type") == "code_interpreter_call" and item.get("container_id"):
                 try:
-                    await self._containers.sandbox(project, item["container_id"])
+                    await self._containers.sandbox(run.project, item["container_id"])
                     return str(item["container_id"])
                 except CellboxError:
+                    run.lost_container = str(item["container_id"])
                     return None
         return None
 
@@ -734,6 +737,11 @@ class Responses:
             for file in written:
                 run.generated[file.path] = file
             note = execution.message or (None if execution.status in ("completed", "failed") else execution.status)
+            if run.lost_container is not None:
+                lost = (f"the earlier container {run.lost_container} expired, so this code ran in a new one: "
+                        "variables, imports and files from before are gone (the request's files were copied in "
+                        "again)")
+                note, run.lost_container = "; ".join(filter(None, [lost, note])), None
             result = tool_result([o.model_dump() for o in item.outputs], note, [f.path for f in written])
             yield run.event("response.code_interpreter_call.completed", **where)
             yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))

@@ -142,16 +142,35 @@ def test_an_expired_container_is_a_clear_error(server: Server, sdk: openai.OpenA
     assert upstream.requests(model) == []  # the model was never asked
 
 
-def test_an_expired_auto_container_is_replaced(server: Server, sdk: openai.OpenAI, upstream: ScriptedUpstream,
-                                               model: str) -> None:
-    upstream.script(model, {"code": "1"}, {"text": "a"}, {"code": "2"}, {"text": "b"})
-    first = sdk.responses.create(model=model, tools=AUTO, input="one")
+@pytest.mark.parametrize("chained", [True, False], ids=["previous_response_id", "full history"])
+def test_an_expired_auto_container_is_replaced_and_the_model_told(server: Server, sdk: openai.OpenAI,
+                                                                  upstream: ScriptedUpstream, model: str,
+                                                                  chained: bool) -> None:
+    """The conversation goes on in a new container with the request's files copied in again, instead of failing
+    for good; the model learns that its variables and files are gone."""
+    data = sdk.files.create(file=("data.csv", b"a\n1\n"), purpose="user_data")
+    tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [data.id]}}]
+    upstream.script(model, {"code": "x = 1"}, {"text": "a"}, {"code": "print(open('data.csv').read())"},
+                    {"text": "b"})
+    first = sdk.responses.create(model=model, tools=tools, input="one")
     old = first.output[0].container_id
     with sqlite3.connect(server.data_dir / "cellbox.db") as db:
         db.execute("UPDATE containers SET last_active_at = last_active_at - 3600 WHERE id = ?", (old,))
-    second = sdk.responses.create(model=model, tools=AUTO, input="two", previous_response_id=first.id)
+    if chained:
+        second = sdk.responses.create(model=model, tools=tools, input="two", previous_response_id=first.id,
+                                      include=["code_interpreter_call.outputs"])
+    else:
+        history = [{"role": "user", "content": "one"}, *[i.model_dump(exclude_none=True) for i in first.output],
+                   {"role": "user", "content": "two"}]
+        second = sdk.responses.create(model=model, tools=tools, input=history,
+                                      include=["code_interpreter_call.outputs"])
     assert second.status == "completed"
-    assert second.output[0].container_id != old
+    ran = second.output[0]
+    assert ran.container_id != old
+    assert ran.outputs[0].logs == "a\n1\n\n"  # the file is there again
+    told = upstream.requests(model)[3]["messages"][-1]["content"]  # the tool result of the new run
+    assert f"the earlier container {old} expired" in told
+    assert "variables, imports and files from before are gone" in told
 
 
 @pytest.mark.parametrize(("body", "status", "fragment"), [
