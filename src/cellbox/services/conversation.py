@@ -69,7 +69,18 @@ def _text_of(part: dict[str, Any]) -> str | None:
     return None
 
 
-def _message(item: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
+def image_key(part: dict[str, Any]) -> str | None:
+    """What identifies an input image that can be copied into the container: its file id, or the digest of its
+    data URL (an http(s) URL is for the model server to fetch; the container has no network)."""
+    if part.get("file_id") and not part.get("image_url"):
+        return str(part["file_id"])
+    url = part.get("image_url") or ""
+    if url.startswith("data:"):
+        return "sha256:" + hashlib.sha256(url.encode()).hexdigest()
+    return None
+
+
+def _message(item: dict[str, Any], images: dict[str, str], image_names: dict[str, str]) -> dict[str, Any]:
     role = "system" if item["role"] == "developer" else item["role"]
     content = item["content"]
     if isinstance(content, str):
@@ -83,6 +94,8 @@ def _message(item: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
             url = part.get("image_url") or images.get(part.get("file_id") or "")
             if url:
                 texts.append({"type": "image_url", "image_url": {"url": url, "detail": part.get("detail", "auto")}})
+            if name := image_names.get(image_key(part) or ""):
+                texts.append({"type": "text", "text": f"[This image is also at /mnt/data/{name}]"})
     if all(p["type"] == "text" for p in texts):  # plain strings are what every chat template understands
         return {"role": role, "content": "\n".join(p["text"] for p in texts)}
     return {"role": role, "content": texts}
@@ -123,12 +136,23 @@ def _tool_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def call_messages(messages: list[dict[str, Any]], item_id: str, code: str | None, result: str) -> None:
-    """Append a run as the assistant's tool call and its result."""
+def call_messages(messages: list[dict[str, Any]], item_id: str, code: str | None, result: str,
+                  shown: Sequence[str] = ()) -> None:
+    """Append a run as the assistant's tool call and its result. Images it displayed (data URLs) follow on a user
+    message for a vision model: chat-completions tool messages carry text only."""
     call_id = tool_call_id(item_id)
     _tool_call(messages, {"id": call_id, "type": "function",
                           "function": {"name": "python", "arguments": json.dumps({"code": code or ""})}})
     messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
+    if shown:
+        messages.append({"role": "user", "content": [
+            {"type": "text", "text": "[The image(s) your code displayed:]"},
+            *({"type": "image_url", "image_url": {"url": url}} for url in shown)]})
+
+
+def displayed(outputs: list[dict[str, Any]] | None) -> list[str]:
+    """The data URLs of the images in a run's outputs."""
+    return [str(o["url"]) for o in outputs or [] if o.get("type") == "image" and str(o.get("url")).startswith("data:")]
 
 
 def function_output_text(output: str | list[dict[str, Any]]) -> str:
@@ -148,7 +172,8 @@ def function_output_text(output: str | list[dict[str, Any]]) -> str:
 
 
 def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_results: dict[str, str],
-                  images: dict[str, str]) -> list[dict[str, Any]]:
+                  images: dict[str, str], image_names: dict[str, str] | None = None,
+                  show_images: bool = False) -> list[dict[str, Any]]:
     """The conversation for the upstream. Many chat templates accept one system message, and only first, so the
     instructions and leading system or developer messages become one; later ones are sent as user messages."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
@@ -159,7 +184,7 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_re
             thought.append(reasoning_text(item))
             continue
         if item.get("type") == "message":
-            message = _message(item, images)
+            message = _message(item, images, image_names or {})
             if message["role"] == "system":
                 if messages and messages[-1]["role"] == "system" and len(messages) == 1 \
                         and isinstance(message["content"], str):
@@ -171,7 +196,8 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]], tool_re
         elif item.get("type") == "code_interpreter_call":
             result = tool_results.get(item["id"]) or tool_result(
                 item.get("outputs"), None if item.get("outputs") is not None else "output not available")
-            call_messages(messages, item["id"], item.get("code"), result)
+            call_messages(messages, item["id"], item.get("code"), result,
+                          displayed(item.get("outputs")) if show_images else ())
         elif item.get("type") == "function_call" and item.get("status") != "incomplete":  # incomplete: never ran
             _tool_call(messages, {"id": tool_call_id(item["call_id"]), "type": "function",
                                   "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}})

@@ -68,7 +68,9 @@ from cellbox.services.containers import Containers
 from cellbox.services.conversation import (
     call_messages,
     chat_messages,
+    displayed,
     function_tool,
+    image_key,
     python_tool,
     tool_call_id,
     tool_result,
@@ -150,6 +152,7 @@ class Run:
     functions: dict[str, FunctionTool] = field(default_factory=dict)  # the client's, by name
     auto: AutoContainer | None = None
     made_container: bool = False
+    show_images: bool = False  # displayed figures go back to the model (a vision model)
     lost_container: str | None = None  # the conversation's container expired: the model has yet to be told
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
@@ -178,7 +181,7 @@ class Run:
 
 class Responses:
     def __init__(self, history: History, containers: Containers, executions: Executions, files: Files,
-                 upstream: Upstream, max_tool_calls: int, timeout: float) -> None:
+                 upstream: Upstream, max_tool_calls: int, timeout: float, vision: str = "auto") -> None:
         self._history = history
         self._containers = containers
         self._executions = executions
@@ -186,6 +189,7 @@ class Responses:
         self._upstream = upstream
         self._max_tool_calls = max_tool_calls
         self._timeout = timeout
+        self._vision = vision
         self._closing: set[asyncio.Task[None]] = set()
 
     # --- reading -----------------------------------------------------------------------------------------------
@@ -217,6 +221,8 @@ class Responses:
         inputs = await self._inputs(project, body.input, has_tool=tool is not None)
         _check_calls_answered(earlier + inputs)
         images = await self._images(project, earlier + inputs)
+        image_names = await self._image_names(project, earlier + inputs) if tool is not None else {}
+        show_images = self._vision == "on" or (self._vision == "auto" and _has_image(earlier + inputs))
         response = Response(
             id=response_id(), created_at=now(), status="in_progress", instructions=body.instructions,
             max_output_tokens=body.max_output_tokens, max_tool_calls=body.max_tool_calls, model=body.model,
@@ -231,15 +237,17 @@ class Responses:
             safety_identifier=body.safety_identifier, prompt_cache_key=body.prompt_cache_key,
             service_tier=body.service_tier)
         run = Run(project, body, response, inputs,
-                  chat_messages(body.instructions, earlier + inputs, context.tool_results if context else {}, images),
-                  interpreter=tool is not None, functions=functions, auto=auto)
+                  chat_messages(body.instructions, earlier + inputs, context.tool_results if context else {}, images,
+                                image_names, show_images),
+                  interpreter=tool is not None, functions=functions, auto=auto, show_images=show_images)
         if tool is not None and auto is None:
             run.container_id = str(tool.container)
             await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
         elif auto is not None:
             run.container_id = await self._reusable(run, earlier + inputs)
         try:
-            await self._attach(run, tool_files=auto.file_ids if auto else [])
+            await self._attach(run, tool_files=auto.file_ids if auto else [], images=image_names,
+                               items=earlier + inputs)
         except BaseException:
             await self._abandon(run)
             raise
@@ -352,6 +360,22 @@ class Responses:
                     urls[fid] = f"data:{mime};base64,{base64.b64encode(data).decode()}"
         return urls
 
+    async def _image_names(self, project: str, items: list[dict[str, Any]]) -> dict[str, str]:
+        """Where each input image will be in /mnt/data, so the code can crop, zoom or measure it (as OpenAI's
+        reasoning models do): a file keeps its name, a data URL is named after its digest."""
+        names: dict[str, str] = {}
+        for item in items:
+            for part in item.get("content") or [] if item.get("type") == "message" else []:
+                key = image_key(part) if isinstance(part, dict) and part.get("type") == "input_image" else None
+                if key is None or key in names:
+                    continue
+                if key.startswith("sha256:"):
+                    mime = part["image_url"][5:].split(";", 1)[0].split(",", 1)[0]
+                    names[key] = f"image-{key[7:19]}{mimetypes.guess_extension(mime) or '.png'}"
+                else:
+                    names[key] = safe_filename((await self._files.get(project, key)).filename)
+        return names
+
     async def _reusable(self, run: Run, items: list[dict[str, Any]]) -> str | None:
         """Auto mode reuses the container of the latest code run in the conversation, while it is running. One
         that has expired (or was deleted) is replaced by a new one when code next runs, and the model is told."""
@@ -373,11 +397,13 @@ class Responses:
             run.container_id, run.made_container = row.id, True
         return run.container_id
 
-    async def _attach(self, run: Run, tool_files: list[str]) -> None:
-        """Put the tool's files and the input's files into the container (once: a name already there is kept)."""
+    async def _attach(self, run: Run, tool_files: list[str], images: dict[str, str],
+                      items: list[dict[str, Any]]) -> None:
+        """Put the tool's files, the input's files and the conversation's images into the container (once: a name
+        already there is kept)."""
         attached = [part for item in run.inputs if item["type"] == "message" for part in item["content"]
                     if part.get("type") == "input_file"]
-        if not tool_files and not attached:
+        if not tool_files and not attached and not images:
             return
         cid = await self._container(run)
         _, box = await self._containers.sandbox(run.project, cid)
@@ -398,12 +424,31 @@ class Responses:
                 data = base64.b64decode(part["file_data"].split(",", 1)[-1])
                 await self._containers.add_upload(run.project, cid, part["filename"], data)
             present.add(part["filename"])
+        await self._attach_images(run, cid, images, items, present)
         if names:
             note = "Files available in /mnt/data: " + ", ".join(f"/mnt/data/{n}" for n in names)
             if run.messages and run.messages[0]["role"] == "system":
                 run.messages[0]["content"] += "\n\n" + note
             else:
                 run.messages.insert(0, {"role": "system", "content": note})
+
+    async def _attach_images(self, run: Run, cid: str, images: dict[str, str], items: list[dict[str, Any]],
+                             present: set[str]) -> None:
+        for item in items:
+            for part in item.get("content") or [] if item.get("type") == "message" else []:
+                key = image_key(part) if isinstance(part, dict) and part.get("type") == "input_image" else None
+                name = images.get(key or "")
+                if name is None or name in present:
+                    continue
+                if key is not None and key.startswith("sha256:"):
+                    try:
+                        data = base64.b64decode(part["image_url"].split(",", 1)[-1], validate=True)
+                    except (binascii.Error, ValueError):
+                        raise InvalidInput("an input_image data URL is not valid base64", "input") from None
+                    await self._containers.add_upload(run.project, cid, name, data)
+                else:
+                    await self._containers.add_file(run.project, cid, part["file_id"])
+                present.add(name)
 
     async def _abandon(self, run: Run) -> None:
         """An auto container made for a response that ran no code goes again: nothing refers to it."""
@@ -746,7 +791,8 @@ class Responses:
             yield run.event("response.code_interpreter_call.completed", **where)
             yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
         run.tool_results[item.id] = result
-        call_messages(run.messages, item.id, item.code, result)
+        shown = displayed([o.model_dump() for o in item.outputs or []]) if run.show_images else []
+        call_messages(run.messages, item.id, item.code, result, shown)
 
     async def _figures(self, run: Run, item: CodeInterpreterCall) -> list[ContainerFile]:
         """Displayed images become container files too, cited like any file the code wrote."""
@@ -791,3 +837,8 @@ def _check_calls_answered(items: list[dict[str, Any]]) -> None:
         raise InvalidInput(f"No tool call found for function call output with call_id {stray[0]}.", "input")
     if missing := sorted(calls - answered):
         raise InvalidInput(f"No tool output found for function call {missing[0]}.", "input")
+
+
+def _has_image(items: list[dict[str, Any]]) -> bool:
+    return any(part.get("type") == "input_image" for item in items if item.get("type") == "message"
+               for part in item.get("content") or [] if isinstance(part, dict))

@@ -36,7 +36,7 @@ class Services:
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout)
         self.responses = Responses(History(self.db), self.containers, self.executions, self.files, self.upstream,
-                                   settings.max_tool_calls, settings.timeout)
+                                   settings.max_tool_calls, settings.timeout, settings.upstream_vision)
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -3,6 +3,8 @@ is the scripted upstream: the seed document's quick starts, streaming, conversat
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import time
@@ -293,7 +295,12 @@ def test_input_files_and_images_reach_the_container_and_the_model(sdk: openai.Op
     call = response.output[0]
     assert call.outputs[0].logs == "42 remember feb inline data\n"
     files = {f.path: f.source for f in sdk.containers.files.list(call.container_id)}
-    assert files == {"/mnt/data/sales.csv": "user", "/mnt/data/notes.txt": "user", "/mnt/data/inline.txt": "user"}
+    digest = hashlib.sha256(b"data:image/png;base64,AAAA").hexdigest()[:12]
+    assert files == {"/mnt/data/sales.csv": "user", "/mnt/data/notes.txt": "user", "/mnt/data/inline.txt": "user",
+                     "/mnt/data/dot.png": "user", f"/mnt/data/image-{digest}.png": "user"}  # images too, for code
+    dot = next(f for f in sdk.containers.files.list(call.container_id) if f.path == "/mnt/data/dot.png")
+    assert sdk.containers.files.content.retrieve(dot.id, container_id=call.container_id).read() == \
+        b"\x89PNG\r\n\x1a\nfake"
     assert response.tools[0].container.memory_limit == "4g"
     system, user = upstream.requests(model)[0]["messages"]
     assert system == {"role": "system", "content": "Files available in /mnt/data: /mnt/data/sales.csv"}
@@ -304,6 +311,8 @@ def test_input_files_and_images_reach_the_container_and_the_model(sdk: openai.Op
     urls = [p["image_url"] for p in user["content"] if p["type"] == "image_url"]
     assert urls[0]["url"].startswith("data:image/png;base64,")  # the file, sent as data
     assert urls[1] == {"url": "data:image/png;base64,AAAA", "detail": "low"}
+    assert texts[3:] == ["[This image is also at /mnt/data/dot.png]",
+                         f"[This image is also at /mnt/data/image-{digest}.png]"]
     items = sdk.responses.input_items.list(response.id).data
     assert items[0].content[1].type == "input_file"
 
@@ -312,7 +321,8 @@ def test_input_files_and_images_reach_the_container_and_the_model(sdk: openai.Op
     again = sdk.responses.create(model=model, tools=tools, include=OUTPUTS, input="List the files.",
                                  previous_response_id=response.id)
     assert again.output[0].container_id == call.container_id
-    assert again.output[0].outputs[0].logs == "['inline.txt', 'notes.txt', 'sales.csv']\n"
+    assert again.output[0].outputs[0].logs == \
+        f"['dot.png', 'image-{digest}.png', 'inline.txt', 'notes.txt', 'sales.csv']\n"
 
 
 def test_a_forced_tool_choice_and_the_model_options_are_passed_on(sdk: openai.OpenAI, upstream: ScriptedUpstream,
@@ -450,3 +460,34 @@ def test_an_inline_file_name_cannot_escape_the_workspace(sdk: openai.OpenAI, ups
     told = upstream.requests(model)[0]["messages"][0]["content"]
     assert told == "[The user attached the file evil; it is at /mnt/data/evil]"  # where it really is
     assert sdk.responses.input_items.list(response.id).data[0].content[0].filename == "evil"
+
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])"
+
+
+def test_a_vision_model_sees_the_figures_its_code_displayed(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                            model: str) -> None:
+    """With an image in the input the model evidently reads images: the figures follow the run's tool message on
+    a user message (tool messages carry text only); replayed with previous_response_id too."""
+    upstream.script(model, {"code": PLOT}, {"text": "A rising curve."}, {"text": "Still rising."})
+    picture = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    first = sdk.responses.create(model=model, tools=AUTO, include=OUTPUTS, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Plot it like this one."}, {"type": "input_image", "image_url": picture}]}])
+    figure = next(o.url for o in first.output[0].outputs if o.type == "image")
+    assert figure.startswith("data:image/png;base64,")
+    sdk.responses.create(model=model, tools=AUTO, input="And now?", previous_response_id=first.id)
+    for request in upstream.requests(model)[1:]:
+        messages = request["messages"]
+        at = next(n for n, m in enumerate(messages) if m["role"] == "tool")
+        shown = messages[at + 1]
+        assert shown["role"] == "user"
+        assert shown["content"][0] == {"type": "text", "text": "[The image(s) your code displayed:]"}
+        assert shown["content"][1] == {"type": "image_url", "image_url": {"url": figure}}
+
+
+def test_a_text_model_gets_no_images_back(sdk: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> None:
+    upstream.script(model, {"code": PLOT}, {"text": "Plotted."})
+    sdk.responses.create(model=model, tools=AUTO, input="Plot squares.")
+    messages = upstream.requests(model)[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert "[image displayed]" in messages[2]["content"]
