@@ -7,7 +7,7 @@ tool call and its ``function_call_output`` the tool's answer. What each other it
 
 - ``reasoning``: its text goes on the next assistant message, as ``reasoning`` (renamed by the upstream client to
   the field that model server reads), so a reasoning model continues its chain of thought;
-- ``item_reference``: refused before this point;
+- ``item_reference``: replaced by the stored item it names before this point;
 - items of tools Cellbox does not serve (``web_search_call``, ``mcp_call``, ...): nothing; they stay in the
   stored input only.
 """

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from cellbox.errors import NotFound
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import ResponseItemRow, ResponseRow
+from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
 
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
 
@@ -37,15 +37,20 @@ class History:
             session.add(row)
             await session.flush()
             session.add_all(ResponseItemRow(id=item["id"], response_id=row.id, body=item) for item in inputs)
+            session.add_all(StoredItemRow(id=item["id"], project=project, response_id=row.id, body=item)
+                            for item in inputs)
 
     async def finish(self, response: dict[str, Any], tool_results: dict[str, str]) -> None:
         async with self._db.session() as session, session.begin():
-            await session.execute(update(ResponseRow).where(ResponseRow.id == response["id"]).values(
-                status=response["status"], body={"response": response, "tool_results": tool_results}))
+            row = (await session.execute(select(ResponseRow).where(ResponseRow.id == response["id"]))).scalar_one()
+            row.status, row.body = response["status"], {"response": response, "tool_results": tool_results}
+            session.add_all(StoredItemRow(id=item["id"], project=row.project, response_id=row.id, body=item)
+                            for item in response.get("output") or [])
 
     async def discard(self, rid: str) -> None:
         async with self._db.session() as session, session.begin():
             await session.execute(delete(ResponseItemRow).where(ResponseItemRow.response_id == rid))
+            await session.execute(delete(StoredItemRow).where(StoredItemRow.response_id == rid))
             await session.execute(delete(ResponseRow).where(ResponseRow.id == rid))
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
@@ -86,6 +91,15 @@ class History:
             context.items += inputs + list(row.body["response"].get("output") or [])
             context.tool_results.update(row.body.get("tool_results") or {})
         return context
+
+    async def find_items(self, project: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Stored items of the project by id (the newest, where an id repeats)."""
+        if not ids:
+            return {}
+        async with self._db.session() as session:
+            rows = (await session.execute(select(StoredItemRow).where(
+                StoredItemRow.project == project, StoredItemRow.id.in_(ids)).order_by(StoredItemRow.seq))).scalars()
+            return {row.id: dict(row.body) for row in rows}
 
     async def input_items(self, project: str, rid: str, limit: int, order: Order, after: str | None) -> Page:
         await self._row(project, rid)

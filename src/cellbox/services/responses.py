@@ -218,7 +218,8 @@ class Responses:
         context = (await self._history.context(project, body.previous_response_id)
                    if body.previous_response_id else None)
         earlier = context.items if context else []
-        inputs = await self._inputs(project, body.input, has_tool=tool is not None)
+        referenced = await self._referenced(project, body.input, earlier)
+        inputs = await self._inputs(project, body.input, has_tool=tool is not None, referenced=referenced)
         _check_calls_answered(earlier + inputs)
         images = await self._images(project, earlier + inputs)
         image_names = await self._image_names(project, earlier + inputs) if tool is not None else {}
@@ -289,16 +290,35 @@ class Responses:
                                    "tool_choice")
         return tool, functions
 
-    async def _inputs(self, project: str, given: str | list[Any], has_tool: bool) -> list[dict[str, Any]]:
-        """The request's input items as stored and listed: every item with an id, messages with content parts."""
+    async def _referenced(self, project: str, given: str | list[Any],
+                          earlier: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+        """What each ``item_reference`` stands for: an item stored by this project (None: already in the
+        conversation through previous_response_id), or a 400."""
+        ids = [item.id for item in given if isinstance(item, ItemReference)] if isinstance(given, list) else []
+        if not ids:
+            return {}
+        present = {item.get("id") for item in earlier}
+        found: dict[str, dict[str, Any] | None] = {i: None for i in ids if i in present}
+        found |= await self._history.find_items(project, [i for i in ids if i not in present])
+        for n, item in enumerate(given):
+            if isinstance(item, ItemReference) and item.id not in found:
+                raise InvalidInput(f"item_reference {item.id!r} names no item stored in this project (items of "
+                                   "responses made with store=false are not kept)", f"input.{n}.id")
+        return found
+
+    async def _inputs(self, project: str, given: str | list[Any], has_tool: bool,
+                      referenced: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """The request's input items as stored and listed: every item with an id, messages with content parts;
+        an item_reference becomes the item it names."""
         if isinstance(given, str):
             return [{"type": "message", "id": message_id(), "role": "user", "status": "completed",
                      "content": [{"type": "input_text", "text": given}]}]
         items = []
         for n, item in enumerate(given):
             if isinstance(item, ItemReference):
-                raise InvalidInput("item_reference inputs are not supported; send the items themselves, or "
-                                   "continue with previous_response_id", f"input.{n}")
+                if (stored := referenced[item.id]) is not None:
+                    items.append(stored)
+                continue
             if isinstance(item, CodeInterpreterCallIn):
                 items.append({**item.model_dump(), "status": item.status or "completed"})
                 continue

@@ -90,3 +90,16 @@ class ResponseItemRow(Base):
         UniqueConstraint("response_id", "id"),
         Index("ix_response_items_response_seq", "response_id", "seq"),
     )
+
+
+class StoredItemRow(Base):
+    """Every item a stored response took or made, findable by id within its project, for ``item_reference``
+    inputs. Replayed items keep their ids, so an id can repeat: the newest row wins."""
+
+    __tablename__ = "stored_items"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(200))
+    response_id: Mapped[str] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (Index("ix_stored_items_project_id", "project", "id"),)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.integration.api.test_responses import AUTO, OUTPUTS, sse
 from tests.upstream import ScriptedUpstream
@@ -179,3 +180,46 @@ def test_every_function_call_counts_against_max_tool_calls(sdk: openai.OpenAI, u
     assert refused.status == "incomplete"
     assert message.content[0].text == "Out of calls."
     assert json.loads(refused.arguments) == {"city": "Paris"}
+
+
+def test_item_references_stand_for_stored_items(sdk: openai.OpenAI, other: openai.OpenAI, http: httpx.Client,
+                                                upstream: ScriptedUpstream, model: str) -> None:
+    """An item_reference names an input or output item of a stored response of the same project; items of another
+    project, or of a response made with store=false, are a 400."""
+    upstream.script(model, {"name": "get_weather", "arguments": PARIS}, {"text": "14 °C."})
+    first = sdk.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER])
+    [call] = first.output
+    [asked] = sdk.responses.input_items.list(first.id).data
+    second = sdk.responses.create(model=model, tools=[WEATHER], input=[
+        {"type": "item_reference", "id": asked.id}, {"type": "item_reference", "id": call.id},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "14"}])
+    assert second.output_text == "14 °C."
+    messages = upstream.requests(model)[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[0]["content"] == "Weather in Paris?"
+    assert messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    kinds = [item.type for item in sdk.responses.input_items.list(second.id, order="asc").data]
+    assert kinds == ["message", "function_call", "function_call_output"]
+    foreign = {"model": model, "input": [{"type": "item_reference", "id": asked.id}]}
+    with pytest.raises(openai.BadRequestError, match="names no item stored in this project"):
+        other.responses.create(**foreign)
+    upstream.script(model, {"text": "not kept"})
+    unstored = sdk.responses.create(model=model, input="x", store=False)
+    with pytest.raises(openai.BadRequestError, match="names no item stored"):
+        sdk.responses.create(model=model, input=[{"type": "item_reference", "id": unstored.output[0].id}])
+
+
+@pytest.mark.parametrize("extra", [{"caller": {"type": "direct"}}, {"status": None}, {"outputs": None},
+                                   {"caller": None, "status": "completed", "outputs": []}],
+                         ids=["caller", "status null", "outputs null", "all"])
+def test_a_replayed_code_interpreter_call_in_any_shape_continues(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                 model: str, extra: dict[str, Any]) -> None:
+    upstream.script(model, {"code": "print(1)"}, {"text": "one"}, {"text": "again"})
+    first = sdk.responses.create(model=model, input="go", tools=AUTO, include=OUTPUTS)
+    ran = {**first.output[0].model_dump(exclude_none=True), **extra}
+    second = sdk.responses.create(model=model, tools=AUTO, input=[
+        {"role": "user", "content": "go"}, ran, {"role": "assistant", "content": "one"},
+        {"role": "user", "content": "and?"}])
+    assert second.output_text == "again"
+    assert [m["role"] for m in upstream.requests(model)[2]["messages"]] == ["user", "assistant", "tool",
+                                                                            "assistant", "user"]
