@@ -662,20 +662,28 @@ class Responses:
         kind = "response.incomplete" if run.response.status == "incomplete" else "response.completed"
         yield run.event(kind, response=run.snapshot())
 
+    @staticmethod
+    def _open_with_part(run: Run, item: OutputMessage | Reasoning,
+                        part: OutputText | ReasoningText) -> tuple[int, list[dict[str, Any]]]:
+        """Add an output item that streams one content part (a message's text, a reasoning's): where it is, and
+        its two opening events."""
+        index = len(run.response.output)
+        run.response.output.append(item)
+        events = [run.event("response.output_item.added", output_index=index, item=run.item(item))]
+        item.content.append(part)  # type: ignore[arg-type]
+        events.append(run.event("response.content_part.added", item_id=item.id, output_index=index, content_index=0,
+                                part=part.model_dump()))
+        return index, events
+
     def _think(self, run: Run, text: str) -> list[dict[str, Any]]:
         """Reasoning as it streams: one ``reasoning`` item per stretch of thought, before what it led to."""
-        events = []
+        events: list[dict[str, Any]] = []
         if run.thought is None:
-            for out in self._close_message(run, final=False):
-                events.append(out)
+            events += self._close_message(run, final=False)
             item = Reasoning(id=reasoning_id(), content=[], status="in_progress")
-            run.thought = _Reasoning(item, len(run.response.output))
-            run.response.output.append(item)
-            events.append(run.event("response.output_item.added", output_index=run.thought.index,
-                                    item=run.item(item)))
-            item.content.append(ReasoningText(text=""))
-            events.append(run.event("response.content_part.added", item_id=item.id, output_index=run.thought.index,
-                                    content_index=0, part=ReasoningText(text="").model_dump()))
+            index, opened = self._open_with_part(run, item, ReasoningText(text=""))
+            run.thought = _Reasoning(item, index)
+            events += opened
         thought = run.thought.item
         thought.content[0].text += text
         events.append(run.event("response.reasoning_text.delta", item_id=thought.id, output_index=run.thought.index,
@@ -699,13 +707,9 @@ class Responses:
                 return []  # whitespace before a tool call is not a message
             text = text.lstrip()
             item = OutputMessage(id=message_id(), status="in_progress", content=[])
-            run.message = _Message(item, len(run.response.output))
-            run.response.output.append(item)
-            events.append(run.event("response.output_item.added", output_index=run.message.index,
-                                    item=run.item(item)))
-            item.content.append(OutputText(text=""))
-            events.append(run.event("response.content_part.added", item_id=item.id, output_index=run.message.index,
-                                    content_index=0, part=OutputText(text="").model_dump()))
+            index, opened = self._open_with_part(run, item, OutputText(text=""))
+            run.message = _Message(item, index)
+            events += opened
         run.message.text += text
         run.message.item.content[0].text = run.message.text
         events.append(run.event("response.output_text.delta", item_id=run.message.item.id,
