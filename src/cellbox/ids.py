@@ -50,6 +50,10 @@ def function_call_id() -> str:
     return "call_" + "".join(secrets.choice(_BASE62) for _ in range(24))
 
 
+def conversation_id() -> str:
+    return new_id("conv_", 48)
+
+
 def reasoning_id() -> str:
     return new_id("rs_", 48)
 

@@ -11,7 +11,7 @@ from cellbox import __version__
 from cellbox.api import errors
 from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
-from cellbox.api.routes import container_files, containers, files, health, responses
+from cellbox.api.routes import container_files, containers, conversations, files, health, responses
 from cellbox.config import Settings
 from cellbox.services.wiring import Services
 
@@ -36,11 +36,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app = FastAPI(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
                   description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, Responses "
-                              "with the code_interpreter tool, and Cellbox's own /v1/containers/{id}/execute.")
+                              "with the code_interpreter tool, Conversations, and Cellbox's own "
+                              "/v1/containers/{id}/execute.")
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AccessLog)
-    for module in (files, containers, container_files, responses):
+    for module in (files, containers, container_files, responses, conversations):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     return app

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_serializer
 
 T = TypeVar("T")
 
@@ -25,6 +25,19 @@ class Request(BaseModel):
     """A request body: unknown fields are ignored, as OpenAI's SDK may send newer ones."""
 
     model_config = ConfigDict(extra="ignore")
+
+
+def _metadata_limits(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > 16:
+        raise ValueError("at most 16 metadata pairs")
+    for key, value in metadata.items():
+        if len(key) > 64 or len(value) > 512:
+            raise ValueError(f"metadata key {key[:64]!r}: keys are at most 64 characters, values at most 512")
+    return metadata
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata_limits)]
+"""OpenAI's metadata: at most 16 pairs, keys of up to 64 characters, values of up to 512."""
 
 
 class ListPage(Wire, Generic[T]):

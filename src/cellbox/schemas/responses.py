@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from cellbox.schemas.common import Request, Wire
+from cellbox.schemas.common import Metadata, Request, Wire
 from cellbox.schemas.containers import ImageOutput, LogsOutput, MemoryLimit, NetworkPolicy
 
 OUTPUTS = "code_interpreter_call.outputs"
@@ -203,6 +203,10 @@ ToolChoice = (Literal["none", "auto", "required"]
 
 # --- the request -------------------------------------------------------------------------------------------------
 
+class ConversationRef(Request):
+    id: Annotated[str, Field(min_length=1)]
+
+
 class ReasoningParam(Request):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     summary: Literal["auto", "concise", "detailed"] | None = None
@@ -240,7 +244,7 @@ class CreateResponse(Request):
     stream_options: dict[str, Any] | None = None
     previous_response_id: str | None = None
     store: bool = True
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     parallel_tool_calls: bool = True
     max_output_tokens: Annotated[int, Field(ge=16)] | None = None
     max_tool_calls: Annotated[int, Field(ge=1)] | None = None
@@ -254,7 +258,7 @@ class CreateResponse(Request):
     prompt_cache_key: str | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     background: bool | None = None
-    conversation: Any = None
+    conversation: str | ConversationRef | None = None
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -290,18 +294,6 @@ class CreateResponse(Request):
             raise ValueError(f"unknown include value(s) {unknown}; use {OUTPUTS!r}")
         return include
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_limits(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
-        if metadata is None:
-            return None
-        if len(metadata) > 16:
-            raise ValueError("at most 16 metadata pairs")
-        for key, value in metadata.items():
-            if len(key) > 64 or len(value) > 512:
-                raise ValueError(f"metadata key {key[:64]!r}: keys are at most 64 characters, values at most 512")
-        return metadata
-
     @field_validator("background")
     @classmethod
     def _no_background(cls, background: bool | None) -> bool | None:
@@ -309,12 +301,9 @@ class CreateResponse(Request):
             raise ValueError("background responses are not supported; use stream=true for long runs")
         return background
 
-    @field_validator("conversation")
-    @classmethod
-    def _no_conversation(cls, conversation: Any) -> Any:
-        if conversation is not None:
-            raise ValueError("conversations are not supported; chain responses with previous_response_id")
-        return conversation
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation if isinstance(self.conversation, str | None) else self.conversation.id
 
 
 # --- the response ------------------------------------------------------------------------------------------------
@@ -421,6 +410,10 @@ class IncompleteDetails(Wire):
     reason: Literal["max_output_tokens", "content_filter"]
 
 
+class ResponseConversation(Wire):
+    id: str
+
+
 class Response(Wire):
     omit_when_none: ClassVar[frozenset[str]] = frozenset({"usage", "user", "text"})
 
@@ -453,6 +446,7 @@ class Response(Wire):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     service_tier: str | None = None
+    conversation: ResponseConversation | None = None
 
 
 class InputMessage(Wire):

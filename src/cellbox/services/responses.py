@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cellbox.errors import CellboxError, InvalidInput, UpstreamRejected
+from cellbox.errors import CellboxError, InvalidInput, NotFound, UpstreamRejected
 from cellbox.ids import (
     call_id,
     function_call_id,
@@ -58,6 +58,7 @@ from cellbox.schemas.responses import (
     ReasoningParam,
     ReasoningText,
     Response,
+    ResponseConversation,
     ResponseError,
     TextParam,
     Usage,
@@ -75,6 +76,7 @@ from cellbox.services.conversation import (
     tool_call_id,
     tool_result,
 )
+from cellbox.services.conversations import Conversations
 from cellbox.services.execution import Executions, container_file
 from cellbox.services.files import Files
 from cellbox.services.history import History
@@ -153,6 +155,7 @@ class Run:
     auto: AutoContainer | None = None
     made_container: bool = False
     show_images: bool = False  # displayed figures go back to the model (a vision model)
+    conversation_id: str | None = None  # its inputs and outputs are appended there when it ends
     lost_container: str | None = None  # the conversation's container expired: the model has yet to be told
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
@@ -180,9 +183,11 @@ class Run:
 
 
 class Responses:
-    def __init__(self, history: History, containers: Containers, executions: Executions, files: Files,
-                 upstream: Upstream, max_tool_calls: int, timeout: float, vision: str = "auto") -> None:
+    def __init__(self, history: History, conversations: Conversations, containers: Containers,
+                 executions: Executions, files: Files, upstream: Upstream, max_tool_calls: int, timeout: float,
+                 vision: str = "auto") -> None:
         self._history = history
+        self._conversations = conversations
         self._containers = containers
         self._executions = executions
         self._files = files
@@ -215,9 +220,15 @@ class Responses:
         if auto is not None and auto.network_policy is not None and auto.network_policy.type != "disabled":
             raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access",
                                "tools.0.container.network_policy")
+        conversation = body.conversation_id
+        if conversation is not None and body.previous_response_id:
+            raise InvalidInput("previous_response_id and conversation cannot both be given: a conversation "
+                               "already holds what came before", "conversation")
         context = (await self._history.context(project, body.previous_response_id)
                    if body.previous_response_id else None)
         earlier = context.items if context else []
+        if conversation is not None:
+            earlier = await self._conversations.items(project, conversation)
         referenced = await self._referenced(project, body.input, earlier)
         inputs = await self._inputs(project, body.input, has_tool=tool is not None, referenced=referenced)
         _check_calls_answered(earlier + inputs)
@@ -236,11 +247,13 @@ class Responses:
                                                  for t in body.tools],
             truncation=body.truncation or "disabled", user=body.user, metadata=body.metadata or {},
             safety_identifier=body.safety_identifier, prompt_cache_key=body.prompt_cache_key,
-            service_tier=body.service_tier)
+            service_tier=body.service_tier,
+            conversation=ResponseConversation(id=conversation) if conversation is not None else None)
         run = Run(project, body, response, inputs,
                   chat_messages(body.instructions, earlier + inputs, context.tool_results if context else {}, images,
                                 image_names, show_images),
-                  interpreter=tool is not None, functions=functions, auto=auto, show_images=show_images)
+                  interpreter=tool is not None, functions=functions, auto=auto, show_images=show_images,
+                  conversation_id=conversation)
         if tool is not None and auto is None:
             run.container_id = str(tool.container)
             await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
@@ -305,6 +318,11 @@ class Responses:
                 raise InvalidInput(f"item_reference {item.id!r} names no item stored in this project (items of "
                                    "responses made with store=false are not kept)", f"input.{n}.id")
         return found
+
+    async def stored_items(self, project: str, given: list[Any]) -> list[dict[str, Any]]:
+        """Input items as a conversation keeps them (ids given, references resolved, files checked)."""
+        return await self._inputs(project, given, has_tool=True,
+                                  referenced=await self._referenced(project, given, []))
 
     async def _inputs(self, project: str, given: str | list[Any], has_tool: bool,
                       referenced: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
@@ -522,6 +540,10 @@ class Responses:
     async def _finish(self, run: Run) -> None:
         if run.body.store:
             await self._history.finish(run.response.model_dump(), run.tool_results)
+        if run.conversation_id is not None:
+            outputs = [item.model_dump() for item in run.response.output]
+            with contextlib.suppress(NotFound):  # the conversation was deleted meanwhile: nothing to add to
+                await self._conversations.add(run.project, run.conversation_id, run.inputs + outputs)
         run.finished = True
 
     def _offered(self, run: Run) -> list[str]:

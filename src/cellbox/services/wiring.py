@@ -10,6 +10,7 @@ from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.services.auth import Keys, RateLimiter
 from cellbox.services.containers import Containers
+from cellbox.services.conversations import Conversations
 from cellbox.services.execution import Executions
 from cellbox.services.files import Files
 from cellbox.services.history import History
@@ -35,8 +36,10 @@ class Services:
         self.executions = Executions(self.containers)
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout)
-        self.responses = Responses(History(self.db), self.containers, self.executions, self.files, self.upstream,
-                                   settings.max_tool_calls, settings.timeout, settings.upstream_vision)
+        self.conversations = Conversations(self.db)
+        self.responses = Responses(History(self.db), self.conversations, self.containers, self.executions,
+                                   self.files, self.upstream, settings.max_tool_calls, settings.timeout,
+                                   settings.upstream_vision)
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

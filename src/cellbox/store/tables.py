@@ -103,3 +103,28 @@ class StoredItemRow(Base):
     response_id: Mapped[str] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     __table_args__ = (Index("ix_stored_items_project_id", "project", "id"),)
+
+
+class ConversationRow(Base):
+    """A conversation: its items live in ``conversation_items``, in order."""
+
+    __tablename__ = "conversations"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+
+
+class ConversationItemRow(Base):
+    """One item of a conversation (an input or an output of its responses, or one added directly)."""
+
+    __tablename__ = "conversation_items"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "id"),
+        Index("ix_conversation_items_conversation_seq", "conversation_id", "seq"),
+    )

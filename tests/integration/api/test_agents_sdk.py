@@ -192,3 +192,17 @@ async def test_an_agent_with_function_tools_and_a_handoff_streamed(client: opena
     assert "response.function_call_arguments.delta" in raw
     assert "response.code_interpreter_call.interpreting" in raw
     check_team(upstream, model, result.new_items)
+
+
+async def test_an_agent_in_a_conversation(client: openai.AsyncOpenAI, upstream: ScriptedUpstream, model: str) -> None:
+    """The SDK's conversation_id flow: each model call sends only the new items; Cellbox keeps the rest."""
+    conversation = await client.conversations.create()
+    script_team(upstream, model)
+    result = await Runner.run(team(model, client), "Weather in Paris, in both units?",
+                              conversation_id=conversation.id)
+    assert result.final_output == REPORT, [r.output for r in result.raw_responses]
+    check_team(upstream, model, result.new_items)
+    kinds = [item.type async for item in client.conversations.items.list(conversation.id, order="asc")]
+    assert kinds.count("code_interpreter_call") == 2
+    assert kinds.count("function_call_output") == 3  # two functions and the handoff
+    assert kinds[-1] == "message"

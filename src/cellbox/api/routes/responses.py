@@ -18,7 +18,7 @@ from cellbox.services.responses import Run, shown
 router = APIRouter(tags=["responses"])
 
 
-def _include(request: Request) -> list[str]:
+def include_of(request: Request) -> list[str]:
     """The SDK sends ``include[]=...``; curl users write ``include=...``."""
     include = request.query_params.getlist("include[]") + request.query_params.getlist("include")
     unknown = [name for name in include if name not in INCLUDABLE]
@@ -47,7 +47,7 @@ async def retrieve_response(response_id: str, request: Request, svc: Svc, projec
     if stream:
         raise InvalidInput("replaying a stored response as a stream is not supported; retrieve it as JSON",
                            "stream")
-    return await svc.responses.get(project, response_id, _include(request))
+    return await svc.responses.get(project, response_id, include_of(request))
 
 
 @router.delete("/responses/{response_id}")
@@ -70,6 +70,6 @@ async def list_input_items(
     response_id: str, request: Request, svc: Svc, project: Project, order: Order = "desc", after: After = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> ListPage[dict[str, Any]]:
-    include = _include(request)
+    include = include_of(request)
     page = await svc.responses.input_items(project, response_id, limit, order, after)
     return list_page([shown(row.body, include) for row in page.rows], page.has_more)
