@@ -155,6 +155,7 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         print("cellbox: stopping: interrupting running code, then stopping every container", file=sys.stderr,
               flush=True)
+        await self._services.background.aclose()  # they end "failed: the server stopped", asking no model again
         for box in self._services.engine:
             box.interrupt()
         await super().shutdown(sockets)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
                                "'gpt-4.1=qwen3:8b,*=llama3.1' ('*' catches every other name).")
     upstream_timeout: float = Field(300.0, gt=0, description="Seconds to wait for the upstream's next bytes.")
     max_tool_calls: int = Field(20, ge=1, le=1000, description="Most code runs one response may make.")
+    background_limit: int = Field(8, ge=1, le=1000, description="Background responses a project may run at once "
+                                  "(beyond: a 429).")
     upstream_vision: Literal["auto", "on", "off"] = Field(
         "auto", description="Show the model the images its code displayed (on a user message after the run): "
         "'auto' when the conversation's input has an image (the model is evidently a vision model).")

@@ -294,13 +294,6 @@ class CreateResponse(Request):
             raise ValueError(f"unknown include value(s) {unknown}; use {OUTPUTS!r}")
         return include
 
-    @field_validator("background")
-    @classmethod
-    def _no_background(cls, background: bool | None) -> bool | None:
-        if background:
-            raise ValueError("background responses are not supported; use stream=true for long runs")
-        return background
-
     @property
     def conversation_id(self) -> str | None:
         return self.conversation if isinstance(self.conversation, str | None) else self.conversation.id
@@ -420,7 +413,7 @@ class Response(Wire):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["completed", "failed", "in_progress", "incomplete"]
+    status: Literal["completed", "failed", "in_progress", "incomplete", "queued", "cancelled"]
     completed_at: int | None = None
     error: ResponseError | None = None
     incomplete_details: IncompleteDetails | None = None

@@ -47,6 +47,17 @@ class History:
             session.add_all(StoredItemRow(id=item["id"], project=row.project, response_id=row.id, body=item)
                             for item in response.get("output") or [])
 
+    async def fail_unfinished(self) -> int:
+        """At start: responses a stopped server left queued or in progress end ``failed`` and say why."""
+        async with self._db.session() as session, session.begin():
+            rows = list((await session.execute(select(ResponseRow).where(
+                ResponseRow.status.in_(("queued", "in_progress"))))).scalars())
+            for row in rows:
+                response = {**row.body["response"], "status": "failed", "error": {
+                    "code": "server_error", "message": "the server restarted while this response ran; create it again"}}
+                row.status, row.body = "failed", {**row.body, "response": response}
+        return len(rows)
+
     async def discard(self, rid: str) -> None:
         async with self._db.session() as session, session.begin():
             await session.execute(delete(ResponseItemRow).where(ResponseItemRow.response_id == rid))

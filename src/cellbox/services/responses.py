@@ -156,6 +156,7 @@ class Run:
     made_container: bool = False
     show_images: bool = False  # displayed figures go back to the model (a vision model)
     conversation_id: str | None = None  # its inputs and outputs are appended there when it ends
+    begun: bool = False  # stored as started
     lost_container: str | None = None  # the conversation's container expired: the model has yet to be told
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
@@ -506,11 +507,23 @@ class Responses:
                 final = event["response"]
         return final
 
-    async def events(self, run: Run, raise_early: bool = False) -> AsyncIterator[dict[str, Any]]:
-        if run.body.store:
+    async def begin(self, run: Run) -> None:
+        """Store the response as it starts (once), so it can be retrieved while it runs."""
+        if run.body.store and not run.begun:
             await self._history.begin(run.project, run.response.model_dump(), run.inputs)
+        run.begun = True
+
+    async def settled(self) -> None:
+        """Until the records of runs that stopped early are written."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def events(self, run: Run, raise_early: bool = False) -> AsyncIterator[dict[str, Any]]:
+        await self.begin(run)
         try:
             yield run.event("response.created", response=run.snapshot())
+            if run.response.status == "queued":  # a background run, now picked up
+                run.response.status = "in_progress"
             yield run.event("response.in_progress", response=run.snapshot())
             async for event in self._loop(run):
                 yield event
@@ -870,8 +883,7 @@ class Responses:
         yield run.event("response.failed", response=run.snapshot())
 
     async def aclose(self) -> None:
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.settled()
 
 
 def _check_calls_answered(items: list[dict[str, Any]]) -> None:

@@ -9,6 +9,7 @@ import logging
 from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.services.auth import Keys, RateLimiter
+from cellbox.services.background import Background
 from cellbox.services.containers import Containers
 from cellbox.services.conversations import Conversations
 from cellbox.services.execution import Executions
@@ -37,9 +38,11 @@ class Services:
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout)
         self.conversations = Conversations(self.db)
-        self.responses = Responses(History(self.db), self.conversations, self.containers, self.executions,
+        self.history = History(self.db)
+        self.responses = Responses(self.history, self.conversations, self.containers, self.executions,
                                    self.files, self.upstream, settings.max_tool_calls, settings.timeout,
                                    settings.upstream_vision)
+        self.background = Background(self.responses, settings.background_limit)
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -47,6 +50,8 @@ class Services:
         await self.keys.start(self.settings.api_keys)
         await self.engine.start()
         await self.containers.restore()
+        if failed := await self.history.fail_unfinished():
+            log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
         self._reaper = asyncio.create_task(self._reap(), name="cellbox-reaper")
 
     async def _reap(self) -> None:
@@ -64,6 +69,7 @@ class Services:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.background.aclose()
         await self.responses.aclose()
         await self.upstream.aclose()
         await self.engine.aclose(keep_workspaces=True)

@@ -194,7 +194,7 @@ def test_an_expired_auto_container_is_replaced_and_the_model_told(server: Server
     ({"model": "m", "input": "x", "include": ["nonsense"]}, 400, "include"),
     ({"model": "m", "input": "x", "metadata": {str(n): "v" for n in range(17)}}, 400, "16"),
     ({"model": "m", "input": "x", "metadata": {"k": "v" * 513}}, 400, "512"),
-    ({"model": "m", "input": "x", "background": True}, 400, "background"),
+    ({"model": "m", "input": "x", "background": True, "store": False}, 400, "store=true"),
     ({"model": "m", "input": "x", "conversation": "conv_1"}, 404, "conv_1"),
     ({"model": "m", "input": "x", "conversation": {"id": "conv_1"}, "previous_response_id": "resp_1"}, 400,
      "cannot both"),
@@ -220,7 +220,9 @@ def test_bad_requests_are_clear_4xx_errors(http: httpx.Client, body: dict[str, A
 
 def test_retrieve_options_are_checked(http: httpx.Client) -> None:
     check_error(http.get("/v1/responses/resp_nope"), 404, "resp_nope")
-    check_error(http.get("/v1/responses/resp_nope", params={"stream": "true"}), 400, "stream")
+    check_error(http.get("/v1/responses/resp_nope", params={"stream": "true"}), 404, "resp_nope")
+    check_error(http.get("/v1/responses/resp_nope", params={"stream": "true", "starting_after": -2}), 400,
+                "starting_after")
     check_error(http.get("/v1/responses/resp_nope/input_items", params={"limit": 0}), 400, "limit")
     check_error(http.delete("/v1/responses/resp_nope"), 404, "resp_nope")
     check_error(http.post("/v1/responses/resp_nope/cancel"), 404, "resp_nope")

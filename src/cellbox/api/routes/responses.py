@@ -13,7 +13,7 @@ from cellbox.api.sse import event
 from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.responses import INCLUDABLE, CreateResponse
-from cellbox.services.responses import Run, shown
+from cellbox.services.responses import Run, shown, shown_response
 
 router = APIRouter(tags=["responses"])
 
@@ -32,22 +32,37 @@ async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
         yield event(item["type"], item)
 
 
-@router.post("/responses", response_model=None)
-async def create_response(body: CreateResponse, svc: Svc, project: Project) -> dict[str, Any] | StreamingResponse:
-    if not body.stream:
-        return await svc.responses.create(project, body)
-    run: Run = await svc.responses.start(project, body)  # a bad request is a plain 4xx, before the stream
-    return StreamingResponse(_sse(svc.responses.events(run)), media_type="text/event-stream",
+def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    return StreamingResponse(_sse(events), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/responses/{response_id}")
+@router.post("/responses", response_model=None)
+async def create_response(body: CreateResponse, svc: Svc, project: Project) -> dict[str, Any] | StreamingResponse:
+    if body.background:
+        run: Run = await svc.responses.start(project, body)
+        queued = await svc.background.start(run)
+        if not body.stream:
+            return shown_response(queued, body.include)
+        return _streaming(await svc.background.stream(project, run.response.id))
+    if not body.stream:
+        return await svc.responses.create(project, body)
+    run = await svc.responses.start(project, body)  # a bad request is a plain 4xx, before the stream
+    return _streaming(svc.responses.events(run))
+
+
+@router.get("/responses/{response_id}", response_model=None)
 async def retrieve_response(response_id: str, request: Request, svc: Svc, project: Project,
-                            stream: Annotated[bool, Query()] = False) -> dict[str, Any]:
+                            stream: Annotated[bool, Query()] = False,
+                            starting_after: Annotated[int, Query(ge=-1)] = -1) -> dict[str, Any] | StreamingResponse:
+    """A stored response; one running in the background as it stands now, or (``stream=true``) its events after
+    ``starting_after``, then the rest as they come."""
     if stream:
-        raise InvalidInput("replaying a stored response as a stream is not supported; retrieve it as JSON",
-                           "stream")
-    return await svc.responses.get(project, response_id, include_of(request))
+        return _streaming(await svc.background.stream(project, response_id, starting_after))
+    include = include_of(request)
+    live = svc.background.snapshot(project, response_id)
+    return shown_response(live, include) if live is not None else await svc.responses.get(project, response_id,
+                                                                                           include)
 
 
 @router.delete("/responses/{response_id}")
@@ -57,12 +72,10 @@ async def delete_response(response_id: str, svc: Svc, project: Project) -> Delet
 
 
 @router.post("/responses/{response_id}/cancel")
-async def cancel_response(response_id: str, svc: Svc, project: Project) -> None:
-    """Only background responses can be cancelled, and Cellbox has none: a streamed one stops when its client
-    hangs up."""
-    await svc.responses.get(project, response_id, [])
-    raise InvalidInput("only background responses can be cancelled, and background mode is not supported; "
-                       "close the stream to stop a response", "response_id")
+async def cancel_response(response_id: str, svc: Svc, project: Project) -> dict[str, Any]:
+    """Stop a background response (its running code is interrupted); a streamed one stops when its client hangs
+    up instead."""
+    return shown_response(await svc.background.cancel(project, response_id), [])
 
 
 @router.get("/responses/{response_id}/input_items")
