@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,22 @@ class Server:
         self.env = {"CELLBOX_API_KEYS": SEED, "CELLBOX_PRELOAD": '["numpy", "pandas", "matplotlib.pyplot"]', **env}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=20_000)  # lines, the newest kept
+        self._reader: threading.Thread | None = None
+
+    def _drain(self, stream: Any) -> None:
+        """Read the server's stderr as it comes: a pipe nobody reads fills up (64 KiB), and the server's next log
+        line then blocks its event loop, so every request hangs."""
+        for line in iter(stream.readline, b""):
+            self._stderr.append(line)
+
+    def _collected(self) -> str:
+        if self._reader is not None:
+            self._reader.join(timeout=30)
+            self._reader = None
+        text = b"".join(self._stderr).decode(errors="replace")
+        self._stderr.clear()
+        return text
 
     @property
     def url(self) -> str:
@@ -44,10 +62,12 @@ class Server:
             [sys.executable, "-m", "cellbox.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
+        self._reader = threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"server exited: {self._collected()[-3000:]}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -65,9 +85,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            output = self.process.stderr.read().decode(errors="replace")
-            self.process.stderr.close()
+        if self.process is not None:
+            output = self._collected()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
         self.process = None
         return output
 
