@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from cellbox import __version__
-from cellbox.api import errors
+from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
 from cellbox.api.routes import container_files, containers, conversations, files, health, responses
@@ -22,17 +23,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if services is not None:
-            app.state.services = services
-            yield
-            return
-        owned = Services(settings)
-        try:
-            await owned.start()
-            app.state.services = owned
-            yield
-        finally:
-            await owned.aclose()
+        async with mcp_server.session_manager.run():
+            if services is not None:
+                app.state.services = services
+                yield
+                return
+            owned = Services(settings)
+            try:
+                await owned.start()
+                app.state.services = owned
+                yield
+            finally:
+                await owned.aclose()
 
     app = FastAPI(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
                   description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, Responses "
@@ -44,4 +46,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     for module in (files, containers, container_files, responses, conversations):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
+    current = lambda: app.state.services  # noqa: E731 - the services the lifespan started
+    mcp_server = mcp.build(current)
+    mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=settings.host)
+    app.router.routes.append(Route("/mcp", mcp.Authenticated(mcp_app.routes[0].endpoint, current)))  # type: ignore[attr-defined]
     return app

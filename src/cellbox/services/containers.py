@@ -255,6 +255,22 @@ class Containers:
         _, box = await self.sandbox(project, cid)
         return row, box.open(row.path)
 
+    async def read_path(self, project: str, cid: str, path: str, limit: int) -> bytes:
+        """At most ``limit`` bytes of the registered container file at ``path``."""
+        await self.get(project, cid)
+        async with self._db.session() as session:
+            row = (await session.execute(select(ContainerFileRow).where(
+                ContainerFileRow.container_id == cid, ContainerFileRow.path == path))).scalar_one_or_none()
+        if row is None:
+            raise NotFound(f"no file {path} in container {cid}", "path")
+        _, box = await self.sandbox(project, cid)
+
+        def read() -> bytes:
+            with box.open(row.path) as handle:
+                return handle.read(limit)
+
+        return await asyncio.to_thread(read)
+
     async def delete_file(self, project: str, cid: str, fid: str) -> None:
         row = await self.get_file(project, cid, fid)
         _, box = await self.sandbox(project, cid)

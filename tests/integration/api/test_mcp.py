@@ -1,0 +1,116 @@
+"""MCP over streamable HTTP at /mcp, driven by the official MCP client SDK: the same keys, projects and
+containers as /v1; one container per MCP session, state across its calls, figures as images, files as links."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
+from agents.mcp import MCPServerStreamableHttp
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.integration.api.server import Server, async_client, check_error
+from tests.upstream import ScriptedUpstream
+
+set_tracing_disabled(True)  # nothing leaves loopback
+
+PLOT = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nopen('out.csv', 'w').write('a\\n1\\n')"
+
+
+@asynccontextmanager
+async def mcp_session(server: Server, key: str = "key-a") -> AsyncIterator[ClientSession]:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+    async with http, streamable_http_client(server.url + "/mcp", http_client=http) as (read, write), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def texts(result: Any) -> str:
+    return "".join(part.text for part in result.content if part.type == "text")
+
+
+def container_of(result: Any) -> str:
+    return texts(result).rsplit("container_id: ", 1)[1].split("]", 1)[0]
+
+
+async def test_the_tools_and_what_they_say(server: Server) -> None:
+    async with mcp_session(server) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert set(tools) == {"python", "list_files", "upload_file", "read_file"}
+        assert "stateful" in tools["python"].description
+        assert "/mnt/data" in tools["python"].description
+        assert "code" in tools["python"].input_schema["properties"]
+
+
+async def test_a_session_keeps_its_state_and_gets_figures_and_files(server: Server) -> None:
+    async with mcp_session(server) as session:
+        first = await session.call_tool("python", {"code": "x = 41"})
+        assert not first.is_error
+        second = await session.call_tool("python", {"code": PLOT + "\nprint(x + 1)"})
+        assert texts(second).startswith("42\n")
+        assert [part.type for part in second.content if part.type != "text"] == ["image", "resource_link"]
+        image = next(part for part in second.content if part.type == "image")
+        assert image.mime_type == "image/png"
+        link = next(part for part in second.content if part.type == "resource_link")
+        assert link.name == "out.csv"
+        assert container_of(first) == container_of(second)
+        listed = await session.call_tool("list_files", {})
+        assert "/mnt/data/out.csv" in texts(listed)
+        assert (await session.call_tool("read_file", {"path": "out.csv"})).content[0].text == "a\n1\n"
+        uploaded = await session.call_tool("upload_file", {"name": "in.bin", "content": "AAEC",
+                                                           "base64_encoded": True})
+        assert "/mnt/data/in.bin (3 bytes)" in texts(uploaded)
+        assert (await session.call_tool("read_file", {"path": "/mnt/data/in.bin"})).content[0].text == "base64:AAEC"
+        ran = await session.call_tool("python", {"code": "print(open('in.bin', 'rb').read())"})
+        assert texts(ran).startswith("b'\\x00\\x01\\x02'\n")
+
+
+async def test_sessions_do_not_share_containers_unless_asked(server: Server) -> None:
+    async with mcp_session(server) as one, mcp_session(server) as two:
+        mine = await one.call_tool("python", {"code": "secret = 'one'"})
+        theirs = await two.call_tool("python", {"code": "print('secret' in dir())"})
+        assert texts(theirs).startswith("False\n")
+        assert container_of(mine) != container_of(theirs)
+        shared = await two.call_tool("python", {"code": "print(secret)", "container_id": container_of(mine)})
+        assert texts(shared).startswith("one\n")
+    async with mcp_session(server, "key-b") as stranger:
+        refused = await stranger.call_tool("python", {"code": "1", "container_id": container_of(mine)})
+        assert refused.is_error
+        assert "not found" in texts(refused)
+
+
+def test_mcp_needs_a_key(server: Server) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    check_error(httpx.post(server.url + "/mcp", json=body), 401, "api key")
+    check_error(httpx.post(server.url + "/mcp", json=body, headers={"Authorization": "Bearer nope"}), 401, "")
+
+
+async def test_an_agents_sdk_agent_runs_code_through_mcp(server: Server, upstream: ScriptedUpstream,
+                                                         model: str) -> None:
+    """The Agents SDK lists Cellbox's MCP tools, offers them to the model (through Cellbox's own Responses API as
+    function tools), and runs the model's calls against /mcp. It speaks the stateless revision: each result
+    names its container, and a call that passes that container_id back keeps the state."""
+    upstream.script(model, {"name": "python", "arguments": json.dumps({"code": "x = 6 * 7\nprint(x)"})},
+                    {"text": "It is 42."})
+    auth = {"Authorization": "Bearer key-a"}
+    async with async_client(server) as openai_client, MCPServerStreamableHttp(
+            params={"url": server.url + "/mcp", "headers": auth}, client_session_timeout_seconds=120) as cellbox:
+        agent = Agent(name="analyst", instructions="Compute with python.", mcp_servers=[cellbox],
+                      model=OpenAIResponsesModel(model=model, openai_client=openai_client))
+        result = await Runner.run(agent, "What is six times seven?")
+        assert result.final_output == "It is 42."
+        requests = upstream.requests(model)
+        assert {t["function"]["name"] for t in requests[0]["tools"]} == {"python", "list_files", "upload_file",
+                                                                         "read_file"}
+        [told] = [m["content"] for m in requests[1]["messages"] if m["role"] == "tool"]
+        assert "42" in told
+        cid = told.rsplit("container_id: ", 1)[1].split("]", 1)[0]
+        again = await cellbox.call_tool("python", {"code": "print(x + 1)", "container_id": cid})
+        assert "43" in texts(again)
