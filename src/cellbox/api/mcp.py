@@ -1,6 +1,10 @@
 """MCP over streamable HTTP at ``/mcp``: the same containers as ``/v1``, for MCP hosts (Claude Desktop, Cursor,
 VS Code, the Agents SDK's MCP support). The bearer key decides the project, as on ``/v1``.
 
+Two transports: streamable HTTP at ``/mcp``, and the older HTTP+SSE at ``/mcp/sse`` (with its messages at
+``/mcp/messages/``), which vLLM's ``--tool-server`` uses for gpt-oss's built-in python tool: it discovers the
+tools without credentials, so the SSE endpoints open without a key, and the tools ask for one when called.
+
 Each MCP session (the session-based revisions) gets a container of its own on first use (the ``python`` tool's
 state persists across the session's calls); a session never sees another's unless it names it. The stateless
 revision (2026-07-28, which the Agents SDK speaks) has no sessions: every result names its ``container_id`` and
@@ -90,7 +94,8 @@ def build(current: Callable[[], Services]) -> MCPServer:
         if given:
             await services.containers.sandbox(project, given)
             return given
-        session = (ctx.headers or {}).get("mcp-session-id")
+        headers = ctx.headers or {}
+        session = headers.get("mcp-session-id") or headers.get("x-session-id")  # x-session-id: vLLM, per request
         if session and (cid := sessions.get(project, session)):
             try:
                 await services.containers.sandbox(project, cid)
@@ -108,10 +113,11 @@ def build(current: Callable[[], Services]) -> MCPServer:
         project = await project_of(ctx)
         cid = await container(ctx, project, container_id)
         execution = await current().executions.run(project, cid, code, None)
-        content: list[Any] = []
         text = "".join(o.logs for o in execution.outputs if isinstance(o, LogsOutput))
-        if text:
-            content.append(TextContent(text=text))
+        ending = f"[status: {execution.status}; container_id: {cid}]"
+        if execution.message:
+            ending = f"[{execution.message}]\n{ending}"
+        content: list[Any] = [TextContent(text=f"{text}{ending}")]  # text first: vLLM reads only content[0]
         for output in execution.outputs:
             if isinstance(output, ImageOutput) and output.url.startswith("data:image/png;base64,"):
                 content.append(ImageContent(data=output.url.split(",", 1)[1], mime_type="image/png"))
@@ -119,10 +125,6 @@ def build(current: Callable[[], Services]) -> MCPServer:
             content.append(ResourceLink(uri=f"/v1/containers/{cid}/files/{file.id}/content",
                                         name=file.path.rsplit("/", 1)[-1], description=file.path,
                                         size=file.bytes))
-        ending = f"[status: {execution.status}; container_id: {cid}]"
-        if execution.message:
-            ending = f"[{execution.message}]\n{ending}"
-        content.append(TextContent(text=ending))
         return content
 
     @server.tool(description="List the files in /mnt/data of this session's container.")

@@ -12,6 +12,7 @@ import httpx
 from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from agents.mcp import MCPServerStreamableHttp
 from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -114,3 +115,38 @@ async def test_an_agents_sdk_agent_runs_code_through_mcp(server: Server, upstrea
         cid = told.rsplit("container_id: ", 1)[1].split("]", 1)[0]
         again = await cellbox.call_tool("python", {"code": "print(x + 1)", "container_id": cid})
         assert "43" in texts(again)
+
+
+# --- vLLM's --tool-server for gpt-oss: legacy HTTP+SSE, discovery without a key, one session per request -------
+
+async def test_vllms_tool_server_calls(server: Server) -> None:
+    """Exactly what vLLM does (../shared/reference/vllm-tool-server.md): discover at <entry>/sse with no headers,
+    read serverInfo.name and instructions; per Responses request, a session with x-session-id (and the headers
+    of the request's mcp tool) calling python with {"code"}, reading content[0].text only."""
+    url = server.url + "/mcp/sse"  # --tool-server 127.0.0.1:PORT/mcp
+    async with sse_client(url=url) as (read, write), ClientSession(read, write) as discovery:
+        init = await discovery.initialize()
+        assert init.server_info.name == "python"
+        assert "stateful" in (init.instructions or "")
+        tools = (await discovery.list_tools()).tools
+        assert "python" in {tool.name for tool in tools}
+        for tool in tools:  # vLLM's trim_schema reads a "type" from every anyOf member
+            for prop in tool.input_schema["properties"].values():
+                assert all("type" in member for member in prop.get("anyOf", []))
+    headers = {"x-session-id": "req-1", "Authorization": "Bearer key-a"}
+    async with sse_client(url=url, headers=headers) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        first = await session.call_tool("python", {"code": "import matplotlib.pyplot as plt\nplt.plot([1])\nx = 5"})
+        assert first.content[0].type == "text"  # even when the only output is a figure
+        second = await session.call_tool("python", {"code": "print(x * 2)"})
+        assert second.content[0].text.startswith("10\n")  # one session: one container for the request
+    async with sse_client(url=url, headers={**headers, "x-session-id": "req-2"}) as (read, write), \
+            ClientSession(read, write) as fresh:
+        await fresh.initialize()
+        assert "NameError" in (await fresh.call_tool("python", {"code": "x"})).content[0].text
+    async with sse_client(url=url, headers={"x-session-id": "req-3"}) as (read, write), \
+            ClientSession(read, write) as keyless:
+        await keyless.initialize()
+        refused = await keyless.call_tool("python", {"code": "1"})
+        assert refused.is_error
+        assert "api key" in refused.content[0].text.lower()
