@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                        help="debug, info (default: one line per request), warning or error (CELLBOX_LOG_LEVEL)")
+    mcp = commands.add_parser("mcp", help="serve MCP over stdio, relaying to a running Cellbox (for MCP hosts)")
+    mcp.add_argument("--url", default=os.environ.get("CELLBOX_URL", "http://127.0.0.1:8000"),
+                     help="the running Cellbox (default: $CELLBOX_URL or http://127.0.0.1:8000)")
+    mcp.add_argument("--api-key", default=os.environ.get("CELLBOX_API_KEY", ""),
+                     help="its API key (default: $CELLBOX_API_KEY; none in open local mode)")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an API key for a project; the key is printed once")
     create.add_argument("--project", required=True, help="project the key belongs to")
@@ -182,6 +187,18 @@ async def _serve_until_stopped(settings: Settings, listener: socket.socket, bann
         await services.aclose()
 
 
+def _mcp(args: argparse.Namespace) -> None:
+    from cellbox.api import mcp_stdio  # the MCP client stack, only for this command
+
+    try:
+        asyncio.run(mcp_stdio.serve(args.url, args.api_key))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:  # an unreachable server, a refused key: one line, for the host's log
+        print(f"cellbox mcp: cannot relay to {args.url}/mcp: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def _create_key(args: argparse.Namespace) -> None:
     settings = _settings(data_dir=args.data_dir)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -298,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
             return _serve(args)
         if args.command == "keys":
             return _create_key(args)
+        if args.command == "mcp":
+            return _mcp(args)
     except InvalidInput as exc:
         _usage_error(str(exc))
     _run_command(args)

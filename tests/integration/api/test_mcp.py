@@ -4,6 +4,9 @@ containers as /v1; one container per MCP session, state across its calls, figure
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +16,7 @@ from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
 from agents.mcp import MCPServerStreamableHttp
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -150,3 +154,26 @@ async def test_vllms_tool_server_calls(server: Server) -> None:
         refused = await keyless.call_tool("python", {"code": "1"})
         assert refused.is_error
         assert "api key" in refused.content[0].text.lower()
+
+
+# --- cellbox mcp: stdio for hosts that start their tools (Claude Desktop), relaying to a running Cellbox ---------
+
+async def test_cellbox_mcp_relays_stdio_to_a_running_server(server: Server) -> None:
+    command = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
+        "-m", "cellbox.cli", "mcp", "--url", server.url, "--api-key", "key-a"])
+    async with stdio_client(command) as (read, write), ClientSession(read, write) as session:
+        init = await session.initialize()
+        assert init.server_info.name == "python"
+        assert {tool.name for tool in (await session.list_tools()).tools} >= {"python", "read_file"}
+        await session.call_tool("python", {"code": "y = 20"})
+        shown = await session.call_tool("python", {"code": PLOT + "\nprint(y + 1)"})
+        assert texts(shown).startswith("21\n")  # one relayed session: the state persists
+        assert [part.type for part in shown.content] == ["text", "image", "resource_link"]
+
+
+def test_cellbox_mcp_says_in_one_line_when_it_cannot_reach_the_server() -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "mcp", "--url", "http://127.0.0.1:9"],
+                          input="", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("cellbox mcp: cannot relay to http://127.0.0.1:9/mcp")
+    assert done.stderr.count("\n") == 1
