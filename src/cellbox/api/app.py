@@ -12,7 +12,7 @@ from cellbox import __version__
 from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
-from cellbox.api.routes import container_files, containers, conversations, files, health, responses
+from cellbox.api.routes import container_files, containers, conversations, files, health, models, responses
 from cellbox.config import Settings
 from cellbox.services.wiring import Services
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(AccessLog)
-    for module in (files, containers, container_files, responses, conversations):
+    for module in (files, containers, container_files, responses, conversations, models):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     current = lambda: app.state.services  # noqa: E731 - the services the lifespan started

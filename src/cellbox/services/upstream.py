@@ -142,6 +142,22 @@ class Upstream:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def models(self) -> list[str]:
+        """What the model server serves (``GET /models``), or nothing when it is not configured or does not
+        answer within a few seconds: a model list must not wait on a busy model server."""
+        if not self.configured:
+            return []
+        try:
+            reply = await self._http.get("/models", timeout=5.0)
+            data = reply.json().get("data") if reply.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else []
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
     async def turn(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         """One chat completion; the last event is always the ``Turn``. Failures raise UpstreamRejected (the
         request is at fault: unknown model, context too long) or UpstreamUnavailable (anything else).
