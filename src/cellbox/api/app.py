@@ -12,7 +12,16 @@ from cellbox import __version__
 from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
-from cellbox.api.routes import container_files, containers, conversations, files, health, models, responses
+from cellbox.api.routes import (
+    container_files,
+    containers,
+    conversations,
+    files,
+    health,
+    metrics,
+    models,
+    responses,
+)
 from cellbox.config import Settings
 from cellbox.services.wiring import Services
 
@@ -46,6 +55,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     for module in (files, containers, container_files, responses, conversations, models):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
+    app.include_router(metrics.router)
     current = lambda: app.state.services  # noqa: E731 - the services the lifespan started
     mcp_server = mcp.build(current)
     mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=settings.host)

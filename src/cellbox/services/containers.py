@@ -19,6 +19,7 @@ from cellbox.sandbox.sandbox import Sandbox
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.containers import CreateContainer
 from cellbox.services.files import Files
+from cellbox.services.metrics import Metrics
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ContainerFileRow, ContainerRow
@@ -32,7 +33,9 @@ def _is_due(row: ContainerRow, at: int) -> bool:
 
 
 class Containers:
-    def __init__(self, db: Database, engine: Engine, files: Files, default_memory: str, expiry_minutes: int) -> None:
+    def __init__(self, db: Database, engine: Engine, files: Files, default_memory: str, expiry_minutes: int,
+                 metrics: Metrics | None = None) -> None:
+        self._metrics = metrics or Metrics()
         self._db = db
         self._engine = engine
         self._files = files
@@ -69,6 +72,7 @@ class Containers:
         sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
         memory = body.memory_limit or self._default_memory
         box = await self._engine.create(memory=memory)
+        self._metrics.containers_created.inc()
         created = now()
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
                            last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),
@@ -98,6 +102,7 @@ class Containers:
 
     async def _expire(self, cid: str) -> None:
         """The sandbox and the workspace's data are discarded; the metadata stays."""
+        self._metrics.containers_expired.inc()
         with contextlib.suppress(NotFound):
             await self._engine.destroy(cid)
         async with self._db.session() as session, session.begin():
@@ -177,6 +182,7 @@ class Containers:
         # Workspace scans and writes are O(files): off the event loop, so other containers' streams keep flowing.
         path = await asyncio.to_thread(self._free_path, box, safe_filename(filename))
         changed = await asyncio.to_thread(box.upload, path, data)
+        self._metrics.uploaded(changed.bytes)
         return (await self._register(row.id, [changed], source="user"))[0]
 
     @staticmethod

@@ -3,6 +3,7 @@ and the files the run created or changed registered as container files."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from cellbox.ids import execution_id
 from cellbox.sandbox.events import Display, Error, Finished, Output, Result, Status, Stream
 from cellbox.schemas.containers import ContainerFile, Execution, ExecutionStatus, ImageOutput, LogsOutput
 from cellbox.services.containers import Containers
+from cellbox.services.metrics import Metrics
 from cellbox.store.tables import ContainerFileRow
 
 STATUS: dict[Status, ExecutionStatus] = {
@@ -57,14 +59,18 @@ class Update:
 
 
 class Executions:
-    def __init__(self, containers: Containers) -> None:
+    def __init__(self, containers: Containers, metrics: Metrics | None = None) -> None:
         self._containers = containers
+        self._metrics = metrics or Metrics()
 
     async def stream(self, project: str, cid: str, code: str, timeout: float | None) -> AsyncIterator[Update]:
         row, box = await self._containers.sandbox(project, cid)
+        started = time.monotonic()
         items: list[LogsOutput | ImageOutput] = []
         async for event in box.execute(code, timeout):
             if isinstance(event, Finished):
+                self._metrics.executions.labels(STATUS[event.status]).inc()
+                self._metrics.execution_seconds.observe(time.monotonic() - started)
                 files = await self._settle(cid, row.last_active_at, event)
                 yield Update(execution=Execution(
                     id=execution_id(), container_id=cid, status=STATUS[event.status],

@@ -11,6 +11,7 @@ from cellbox.errors import InvalidInput, NotFound
 from cellbox.ids import file_id, now
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.files import UPLOAD_PURPOSES
+from cellbox.services.metrics import Metrics
 from cellbox.store.blobs import Blobs
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
@@ -18,7 +19,8 @@ from cellbox.store.tables import FileRow
 
 
 class Files:
-    def __init__(self, db: Database, blobs: Blobs, max_upload: int) -> None:
+    def __init__(self, db: Database, blobs: Blobs, max_upload: int, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics or Metrics()
         self._db = db
         self.blobs = blobs
         self.max_upload = max_upload
@@ -40,6 +42,7 @@ class Files:
         except BaseException:
             self.blobs.delete(new_id)
             raise
+        self._metrics.uploaded(size)
         return row
 
     async def get(self, project: str, fid: str) -> FileRow:

@@ -18,6 +18,7 @@ import httpx
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
 from cellbox.schemas.responses import InputTokensDetails, OutputTokensDetails, Usage
+from cellbox.services.metrics import Metrics
 
 log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.5, 2.0)  # seconds before the second and the third try
@@ -123,7 +124,8 @@ class _Merger:
 
 class Upstream:
     def __init__(self, base_url: str, api_key: str, aliases: dict[str, str], timeout: float,
-                 retry_pauses: tuple[float, ...] = RETRY_PAUSES) -> None:
+                 retry_pauses: tuple[float, ...] = RETRY_PAUSES, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics or Metrics()
         self.base_url = base_url.rstrip("/")
         self._aliases = aliases
         self._retry_pauses = retry_pauses
@@ -172,6 +174,7 @@ class Upstream:
         body["messages"] = [self._with_reasoning_field(m) for m in body["messages"]]
         if stream:
             body["stream_options"] = {"include_usage": True}
+        self._metrics.upstream_turns.inc()
         for pause in (*self._retry_pauses, None):
             try:
                 async for event in self._attempt(body, stream):
@@ -179,10 +182,17 @@ class Upstream:
                 return
             except _Transient as transient:
                 if pause is None:
+                    self._metrics.upstream_errors.labels("unavailable").inc()
                     raise transient.error from None
                 delay = min(transient.retry_after or pause, MAX_RETRY_AFTER)
                 log.warning("%s; asking again in %g s", transient.error, delay)
                 await asyncio.sleep(delay)
+            except UpstreamRejected:
+                self._metrics.upstream_errors.labels("rejected").inc()
+                raise
+            except UpstreamUnavailable:
+                self._metrics.upstream_errors.labels("unavailable").inc()
+                raise
 
     def _with_reasoning_field(self, message: dict[str, Any]) -> dict[str, Any]:
         """Reasoning goes back on the assistant message under the field this server sends it in (gpt-oss on vLLM

@@ -15,6 +15,7 @@ from cellbox.services.conversations import Conversations
 from cellbox.services.execution import Executions
 from cellbox.services.files import Files
 from cellbox.services.history import History
+from cellbox.services.metrics import Metrics
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import Blobs
@@ -31,12 +32,14 @@ class Services:
         self.engine = Engine(settings)
         self.keys = Keys(self.db)
         self.rate_limiter = RateLimiter(settings.rate_limit)
-        self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes)
+        self.metrics = Metrics()
+        self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes, self.metrics)
         self.containers = Containers(self.db, self.engine, self.files, settings.memory_limit,
-                                     settings.container_expiry_minutes)
-        self.executions = Executions(self.containers)
+                                     settings.container_expiry_minutes, self.metrics)
+        self.executions = Executions(self.containers, self.metrics)
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
-                                 settings.upstream_timeout)
+                                 settings.upstream_timeout, metrics=self.metrics)
+        self.metrics.watch(live=lambda: len(list(self.engine)), pool=lambda: self.engine.warm_pool()["ready"])
         self.conversations = Conversations(self.db)
         self.history = History(self.db)
         self.responses = Responses(self.history, self.conversations, self.containers, self.executions,
