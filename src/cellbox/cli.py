@@ -25,9 +25,10 @@ import uvicorn
 import uvloop
 
 from cellbox import __version__
+from cellbox import cli_remote as remote
 from cellbox.api.app import create_app
 from cellbox.config import Settings
-from cellbox.errors import CellboxError, InvalidInput, SandboxUnavailable
+from cellbox.errors import CellboxError, InvalidInput, NotFound, SandboxUnavailable
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
@@ -70,7 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an API key for a project; the key is printed once")
     create.add_argument("--project", required=True, help="project the key belongs to")
-    create.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
+    listing = keys.add_parser("ls", help="list the API keys (their ids and projects; keys are never stored)")
+    revoke = keys.add_parser("revoke", help="delete an API key by its id (a running server notices in seconds)")
+    revoke.add_argument("key_id", help="the key's id, as `cellbox keys ls` shows it")
+    for command in (create, listing, revoke):
+        command.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
+    remote.add_commands(commands)
     return parser
 
 
@@ -199,19 +206,32 @@ def _mcp(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
-def _create_key(args: argparse.Namespace) -> None:
+def _keys(args: argparse.Namespace) -> None:
+    """Keys live in the data directory's database; these commands work with or without a running server."""
     settings = _settings(data_dir=args.data_dir)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    async def create() -> str:
+    async def act() -> str:
         db = Database(settings.database)
         try:
             await db.create_schema()
-            return await Keys(db).create(args.project)
+            keys = Keys(db)
+            if args.keys_command == "create":
+                return await keys.create(args.project)
+            if args.keys_command == "revoke":
+                return f"revoked {args.key_id} (project {await keys.revoke(args.key_id)})"
+            rows = await keys.list()
+            if args.json:
+                return json.dumps([{"id": i, "project": p, "created_at": c} for i, p, c in rows])
+            return remote.table(["ID", "PROJECT", "CREATED"], [[i, p, remote.when(c)] for i, p, c in rows])
         finally:
             await db.aclose()
 
-    print(asyncio.run(create()))
+    try:
+        print(asyncio.run(act()))
+    except NotFound as exc:
+        print(f"cellbox: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -314,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "serve":
             return _serve(args)
         if args.command == "keys":
-            return _create_key(args)
+            return _keys(args)
+        if args.command in remote.COMMANDS:
+            return remote.run(args)
         if args.command == "mcp":
             return _mcp(args)
     except InvalidInput as exc:

@@ -13,13 +13,14 @@ from collections import deque
 
 from sqlalchemy import func, select
 
-from cellbox.errors import InvalidInput, RateLimited, Unauthenticated
+from cellbox.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
 from cellbox.ids import now
 from cellbox.store.db import Database
 from cellbox.store.tables import ApiKey
 
 OPEN_PROJECT = "default"
 RECHECK = 5.0  # seconds a key count or a key's project is trusted without asking the database again
+KEY_ID_LENGTH = 12  # hex characters of a key's hash shown as its id
 
 
 def hash_key(key: str) -> str:
@@ -70,6 +71,25 @@ class Keys:
         async with self._db.session() as session, session.begin():
             session.add(ApiKey(hash=hash_key(key), project=project.strip(), created_at=now()))
         return key
+
+    async def list(self) -> list[tuple[str, str, int]]:
+        """Every key as (id, project, created_at); the id is the start of its hash (the key is never stored)."""
+        async with self._db.session() as session:
+            rows = (await session.execute(select(ApiKey).order_by(ApiKey.created_at))).scalars()
+            return [(row.hash[:KEY_ID_LENGTH], row.project, row.created_at) for row in rows]
+
+    async def revoke(self, key_id: str) -> str:
+        """Delete the one key whose id (or hash) starts with ``key_id``; its project. A server notices within
+        a few seconds (it re-reads keys)."""
+        if len(key_id) < 6:
+            raise InvalidInput("give at least 6 characters of the key id", "key_id")
+        async with self._db.session() as session, session.begin():
+            rows = list((await session.execute(select(ApiKey).where(ApiKey.hash.startswith(key_id.lower())))).scalars())
+            if len(rows) != 1:
+                raise (NotFound(f"no key with id {key_id}", "key_id") if not rows else
+                       InvalidInput(f"{len(rows)} keys start with {key_id}: give more of the id", "key_id"))
+            await session.delete(rows[0])
+            return rows[0].project
 
     async def project_for(self, authorization: str | None) -> str:
         if await self.open_mode():
