@@ -131,6 +131,8 @@ def _serve(args: argparse.Namespace) -> None:
     banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}"
     print(f"cellbox: starting (data directory {settings.data_dir}) ...", file=sys.stderr, flush=True)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "debug":  # the MCP SDK narrates every session at INFO: not an operator's business
+        logging.getLogger("mcp").setLevel(logging.WARNING)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve_until_stopped(settings, listener, banner))
