@@ -19,7 +19,7 @@ from tests.upstream import ScriptedUpstream
 
 def _bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    assert found, f"PostgreSQL's {name} is missing: `scripts/system-packages` installs the postgresql package"
+    assert found, f"PostgreSQL's {name} is missing: `scripts/system-packages --test` installs the postgresql package"
     return found[-1]
 
 
