@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from cellbox import __version__
@@ -45,7 +46,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             finally:
                 await owned.aclose()
 
-    app = FastAPI(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
+    # The docs' assets come from a package, not a CDN: /docs works on a machine without internet.
+    app = FastAPIOffline(title="Cellbox", version=__version__, lifespan=lifespan, docs_url="/docs",
                   description="OpenAI-compatible Code Interpreter: Files, Containers, Container files, Responses "
                               "with the code_interpreter tool, Conversations, and Cellbox's own "
                               "/v1/containers/{id}/execute.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellbox.schemas.common import ListPage, Wire
 from cellbox.services.wiring import Services
@@ -16,7 +17,13 @@ def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-async def project(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+_bearer = HTTPBearer(auto_error=False, description="An API key from `cellbox keys create` (any key in open mode)")
+
+
+async def project(request: Request, authorization: Annotated[str | None, Header()] = None,
+                  _docs: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
+    """The caller's project. (``_docs`` only declares the bearer scheme, so /docs offers an Authorize button;
+    the header itself is read as given.)"""
     svc = services(request)
     owner = await svc.keys.project_for(authorization)
     request.state.project = owner  # for the access log

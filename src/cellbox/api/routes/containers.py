@@ -62,7 +62,9 @@ async def _sse(updates: AsyncIterator[Update]) -> AsyncIterator[bytes]:
         yield event("error", describe(exc)[1])
 
 
-@router.post("/containers/{container_id}/execute", response_model=None)
+@router.post("/containers/{container_id}/execute", response_model=None, responses={200: {
+    "model": Execution, "description": "The finished execution; with `stream: true`, server-sent events instead: "
+    "`output` (a logs or image item) as the code produces it, then `done` (this object) or `error`."}})
 async def execute(container_id: str, body: ExecuteRequest, svc: Svc,
                   project: Project) -> Execution | StreamingResponse:
     """Cellbox extension (not an OpenAI path): run code in the container, get ``logs``/``image`` outputs and the
