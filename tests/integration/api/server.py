@@ -6,6 +6,7 @@ import collections
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import httpx2
 import openai
 
 from tests import openapi
+from tests.waiting import until
 
 KEYS = {"key-a": "project-a", "key-b": "project-b"}
 SEED = ",".join(f"{k}={p}" for k, p in KEYS.items())
@@ -116,6 +118,23 @@ async def _acheck(response: httpx2.Response) -> None:
         return
     await response.aread()
     openapi.validate(request.url.path, request.method, response.status_code, response.json())
+
+
+def workspace_of(server: Server, cid: str) -> Path:
+    """A container's /mnt/data as the host sees it (the tests run as root, like the server)."""
+    with sqlite3.connect(server.data_dir / "cellbox.db") as db:
+        (path,) = db.execute("SELECT workspace FROM containers WHERE id = ?", (cid,)).fetchone()
+    return Path(path)
+
+
+def started_auto_workspace(server: Server, marker: str = "started") -> Path:
+    """The workspace of the newest auto container (a response made it), once its code has written ``marker``."""
+    def find() -> Path | None:
+        with sqlite3.connect(server.data_dir / "cellbox.db") as db:
+            row = db.execute("SELECT workspace FROM containers WHERE name LIKE 'auto: %' ORDER BY seq DESC "
+                             "LIMIT 1").fetchone()
+        return Path(row[0]) if row and row[0] and (Path(row[0]) / marker).exists() else None
+    return until(find, "the response's code to start")
 
 
 def client(server: Server, key: str = "key-a", **kwargs: Any) -> openai.OpenAI:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import openai
 import pytest
 
 from tests.integration.api.server import Server, check_error, client, raw
+from tests.waiting import until
 
 
 def test_missing_or_wrong_keys_are_401(server: Server) -> None:
@@ -100,9 +100,7 @@ def test_a_key_created_while_serving_ends_open_mode(tmp_path: Path) -> None:
             done = subprocess.run([sys.executable, "-m", "cellbox.cli", "keys", "create", "--project", "team",
                                    "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
-            deadline = time.monotonic() + 120  # it re-reads its keys every few seconds: wait until it notices
-            while anonymous.get("/v1/containers").status_code != 401 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            until(lambda: anonymous.get("/v1/containers").status_code == 401, "the server to re-read its keys")
             check_error(anonymous.get("/v1/containers"), 401, "api key")
             assert anonymous.get("/health").json()["auth"] == "api keys"
         with raw(server, key=done.stdout.strip()) as keyed:

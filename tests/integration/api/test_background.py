@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +14,13 @@ import openai
 import pytest
 
 from tests import openapi
-from tests.integration.api.server import Server, check_error, client
+from tests.integration.api.server import Server, check_error, client, started_auto_workspace
 from tests.integration.api.test_responses import AUTO, OUTPUTS
 from tests.upstream import ScriptedUpstream
+from tests.waiting import until
 
-WAIT = 120.0
 HOLD = ("open('/mnt/data/started', 'w').close()\nimport os, time\n"
         "while not os.path.exists('/mnt/data/go'):\n    time.sleep(0.01)\nprint('went')")
-
-
-def until(predicate: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
-def started_workspace(server: Server) -> Path:
-    """The workspace of the newest auto container, once the held code in it has started."""
-    def find() -> Path | None:
-        with sqlite3.connect(server.data_dir / "cellbox.db") as db:
-            row = db.execute("SELECT workspace FROM containers WHERE name LIKE 'auto: %' ORDER BY seq DESC "
-                             "LIMIT 1").fetchone()
-        return Path(row[0]) if row and row[0] and (Path(row[0]) / "started").exists() else None
-    return until(find, "the held code to start")
 
 
 def read_events(response: httpx.Response, stop_at: str | None = None) -> list[dict[str, Any]]:
@@ -71,7 +51,7 @@ def test_cancelling_interrupts_the_running_code(server: Server, sdk: openai.Open
                                                 upstream: ScriptedUpstream, model: str) -> None:
     upstream.script(model, {"code": HOLD}, {"text": "never"})
     queued = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)
-    started_workspace(server)
+    started_auto_workspace(server)
     running = sdk.responses.retrieve(queued.id)
     assert running.status == "in_progress"
     assert running.output[0].status == "interpreting"
@@ -82,7 +62,7 @@ def test_cancelling_interrupts_the_running_code(server: Server, sdk: openai.Open
     assert sdk.responses.cancel(queued.id).status == "cancelled"  # again: nothing more to stop
     container = cancelled.output[0].container_id
     # The interrupted code released its container: the next execution runs (it would wait behind the hold).
-    after = http.post(f"/v1/containers/{container}/execute", json={"code": "1 + 1"}, timeout=WAIT)
+    after = http.post(f"/v1/containers/{container}/execute", json={"code": "1 + 1"}, timeout=120)
     assert after.json()["outputs"] == [{"type": "logs", "logs": "2\n"}]
     assert upstream.remaining(model) == 1  # the model was never asked again
 
@@ -96,7 +76,7 @@ def test_a_stream_resumes_after_any_sequence_number(server: Server, http: httpx.
         before = read_events(first, stop_at="response.code_interpreter_call.interpreting")
     rid = before[0]["response"]["id"]
     assert before[0]["response"]["status"] == "queued"
-    (started_workspace(server) / "go").write_text("go")  # the run went on without its client
+    (started_auto_workspace(server) / "go").write_text("go")  # the run went on without its client
     last = before[-1]["sequence_number"]
     with http.stream("GET", f"/v1/responses/{rid}", params={"stream": "true", "starting_after": last}) as again:
         after = read_events(again)
@@ -125,7 +105,7 @@ def test_restarts_and_the_per_project_limit(tmp_path: Path, upstream: ScriptedUp
         with client(server) as sdk:
             upstream.script(model, {"code": HOLD})
             held = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)
-            started_workspace(server)
+            started_auto_workspace(server)
             with pytest.raises(openai.RateLimitError, match="already runs 1 background"):
                 sdk.responses.create(model=model, input="second", background=True)
             with client(server, "key-b") as other:  # another project has its own allowance
@@ -140,7 +120,7 @@ def test_restarts_and_the_per_project_limit(tmp_path: Path, upstream: ScriptedUp
             assert "restarted while this response ran" in failed.error.message
             upstream.script(model, {"code": HOLD})
             again = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)  # allowed again
-            started_workspace(server)
+            started_auto_workspace(server)
         server.stop(signal.SIGTERM)
         server.start()
         with client(server) as sdk:
@@ -175,7 +155,7 @@ def test_the_sdk_resumes_a_background_stream(server: Server, sdk: openai.OpenAI,
                 rid = event.response.id
             if event.type == "response.code_interpreter_call.interpreting":
                 break
-    (started_workspace(server) / "go").write_text("go")
+    (started_auto_workspace(server) / "go").write_text("go")
     resumed = list(sdk.responses.retrieve(rid, stream=True, starting_after=cursor))
     assert resumed[0].sequence_number == cursor + 1
     assert resumed[-1].type == "response.completed"

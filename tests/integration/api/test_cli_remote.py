@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from cellbox.client import AsyncClient, CellboxAPIError, Client, LogsOutput
 from tests.integration.api.server import Server
+from tests.waiting import until
 
 
 def cli(server: Server, *args: str, key: str = "key-a", stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -78,10 +78,8 @@ def test_keys_ls_and_revoke(server: Server) -> None:
     assert httpx.get(server.url + "/v1/containers", headers=headers).status_code == 200
     revoked = subprocess.run([*base, "revoke", mine[0]["id"], *where], capture_output=True, text=True, timeout=60)
     assert revoked.stdout.strip() == f"revoked {mine[0]['id']} (project temp)"
-    deadline = time.monotonic() + 120  # the server re-reads its keys every few seconds
-    while httpx.get(server.url + "/v1/containers", headers=headers).status_code != 401:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    until(lambda: httpx.get(server.url + "/v1/containers", headers=headers).status_code == 401,
+          "the server to re-read its keys", pause=0.2)
     unknown = subprocess.run([*base, "revoke", "ffffffffffff", *where], capture_output=True, text=True, timeout=60)
     assert (unknown.returncode, unknown.stderr.strip()) == (1, "cellbox: no key with id ffffffffffff")
 

@@ -3,17 +3,14 @@ body checked against the spec, per project."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.integration.api.server import Server, check_error, client
+from tests.integration.api.server import Server, check_error, client, started_auto_workspace
 from tests.integration.api.test_responses import AUTO, OUTPUTS
 from tests.upstream import ScriptedUpstream
 
@@ -103,7 +100,7 @@ def test_deleting_a_conversation_a_running_response_uses(server: Server, sdk: op
 
     thread = threading.Thread(target=respond)
     thread.start()
-    workspace = _auto_workspace(server)
+    workspace = started_auto_workspace(server)
     sdk.conversations.delete(conversation.id)
     (workspace / "go").write_text("go")
     thread.join(timeout=120)
@@ -111,15 +108,3 @@ def test_deleting_a_conversation_a_running_response_uses(server: Server, sdk: op
     with pytest.raises(openai.NotFoundError):
         sdk.conversations.items.list(conversation.id)
 
-
-def _auto_workspace(server: Server) -> Path:
-    """The workspace of the auto container the running response made, once its code has started."""
-    deadline = time.monotonic() + 120
-    while True:
-        with sqlite3.connect(server.data_dir / "cellbox.db") as db:
-            row = db.execute("SELECT workspace FROM containers WHERE name LIKE 'auto: %' ORDER BY seq DESC "
-                             "LIMIT 1").fetchone()
-        if row and row[0] and (Path(row[0]) / "started").exists():
-            return Path(row[0])
-        assert time.monotonic() < deadline, "no auto container started"
-        time.sleep(0.05)

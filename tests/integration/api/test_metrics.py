@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.api.server import Server, check_error, client, raw
 from tests.upstream import ScriptedUpstream
+from tests.waiting import until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,9 +31,7 @@ def test_metrics_count_containers_executions_uploads_and_model_turns(tmp_path: P
             sdk.responses.create(model="metrics-model", input="hi")
             upstream.script("metrics-model", {"status": 400, "error": "unknown model"})
             assert http.post("/v1/responses", json={"model": "metrics-model", "input": "x"}).status_code == 400
-            deadline = time.monotonic() + 120  # the warm pool refills after the create took its container
-            while http.get("/health").json()["warm_pool"]["ready"] < 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
+            until(lambda: http.get("/health").json()["warm_pool"]["ready"] == 1, "the warm pool to refill")
             reply = http.get("/metrics")
             assert reply.status_code == 200
             assert reply.headers["content-type"].startswith("text/plain")

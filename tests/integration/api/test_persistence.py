@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +11,7 @@ import openai
 import pytest
 
 from tests.integration.api.server import Server, check_error, client, raw
+from tests.waiting import until
 
 README = Path(__file__).parents[3] / "README.md"
 
@@ -64,10 +64,7 @@ def test_idle_containers_expire_and_keep_their_metadata(tmp_path: Path) -> None:
             box = sdk.containers.create(name="short", expires_after={"anchor": "last_active_at", "minutes": 1})
             file = sdk.containers.files.create(box.id, file=("a.txt", b"a"))
             _age(server, box.id, seconds=61)
-            deadline = time.monotonic() + 30
-            while sdk.containers.retrieve(box.id).status != "expired" and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert sdk.containers.retrieve(box.id).status == "expired"
+            until(lambda: sdk.containers.retrieve(box.id).status == "expired", "the reaper", pause=0.2)
             check_error(http.post(f"/v1/containers/{box.id}/execute", json={"code": "1"}), 400, "expired")
             check_error(http.get(f"/v1/containers/{box.id}/files/{file.id}/content"), 400, "expired")
             with pytest.raises(openai.BadRequestError):
