@@ -1,11 +1,16 @@
 """CLI commands that talk to a running server (``cellbox status``, ``cellbox containers ls | rm | exec``), with
-readable tables or ``--json``. Failures are one line on stderr and exit status 1."""
+readable tables or ``--json``. Failures are one line on stderr and exit status 1.
+
+Names and outputs come from containers, so from whoever runs code there: control characters (terminal escapes)
+are shown escaped, never sent to the operator's terminal as they are.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +22,13 @@ from cellbox.client import CellboxAPIError, Client
 from cellbox.schemas.containers import Execution, ImageOutput, LogsOutput
 
 COMMANDS = ("status", "containers")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, lines: bool = True) -> str:
+    """``text`` with every control character escaped (newlines and tabs kept when ``lines``)."""
+    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return escaped if lines else escaped.replace("\n", "\\n").replace("\t", "\\t")
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +55,7 @@ def add_commands(commands: Any) -> None:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+    cells = [[printable(str(cell), lines=False) for cell in row] for row in [header, *rows]]
     widths = [max(len(row[n]) for row in cells) for n in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in cells)
@@ -102,7 +114,7 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
         if isinstance(item, Execution):
             finished = item
         elif not args.json and isinstance(item, LogsOutput):
-            print(item.logs, end="", flush=True)
+            print(printable(item.logs), end="", flush=True)
         elif not args.json and isinstance(item, ImageOutput):
             print("[image]", flush=True)
     assert finished is not None
@@ -110,7 +122,7 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
         print(finished.model_dump_json())
     else:
         for file in finished.files:
-            print(f"[file: {file.path} ({file.bytes} bytes, {file.id})]")
+            print(f"[file: {printable(file.path, lines=False)} ({file.bytes} bytes, {file.id})]")
         if finished.message:
-            print(f"[{finished.message}]", file=sys.stderr)
+            print(f"[{printable(finished.message)}]", file=sys.stderr)
     return 0 if finished.status == "completed" else 1

@@ -63,6 +63,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     mcp_app = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=settings.host)
     app.router.routes.append(Route("/mcp", mcp.Authenticated(mcp_app.routes[0].endpoint, current)))  # type: ignore[attr-defined]
     # vLLM's tool server: discovery carries no key (the tools check it when called); see api/mcp.py.
-    app.router.routes.extend(mcp_server.sse_app(sse_path="/mcp/sse", message_path="/mcp/messages/",
-                                                host=settings.host).routes)
+    for route in mcp_server.sse_app(sse_path="/mcp/sse", message_path="/mcp/messages/", host=settings.host).routes:
+        if isinstance(route, Route):  # the stream itself: keyless, so bounded
+            route = Route(route.path, mcp.Bounded(route.app), methods=["GET"])
+        app.router.routes.append(route)
     return app

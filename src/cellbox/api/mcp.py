@@ -26,7 +26,7 @@ from mcp_types import ImageContent, ResourceLink, TextContent
 from pydantic import Field
 
 from cellbox.api.errors import error_response
-from cellbox.errors import CellboxError, InvalidInput
+from cellbox.errors import CellboxError, InvalidInput, RateLimited
 from cellbox.schemas.containers import CreateContainer, ImageOutput, LogsOutput
 from cellbox.services.wiring import Services
 
@@ -34,6 +34,7 @@ Scope = MutableMapping[str, Any]
 ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 MAX_SESSIONS = 10_000  # remembered session -> container pairs (the oldest are forgotten first)
 MAX_READ = 8 << 20  # bytes read_file returns at most
+MAX_SSE_STREAMS = 256  # open /mcp/sse streams at once: they need no key, so they must cost a bounded amount
 
 INSTRUCTIONS = (
     "Runs Python in a sandboxed, stateful Jupyter-like session: variables, imports and files persist between calls "
@@ -168,6 +169,25 @@ def build(current: Callable[[], Services]) -> MCPServer:
         return "base64:" + base64.b64encode(data).decode()
 
     return server
+
+
+class Bounded:
+    """At most ``limit`` requests at once through ``app`` (the keyless SSE streams); beyond, OpenAI's 429."""
+
+    def __init__(self, app: ASGI, limit: int = MAX_SSE_STREAMS) -> None:
+        self._app, self._limit, self._open = app, limit, 0
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if self._open >= self._limit:
+            busy = RateLimited(f"{self._limit} MCP SSE streams are open; close one or use /mcp", retry_after=5)
+            await error_response(busy)(scope, receive, send)
+            return
+        self._open += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._open -= 1
 
 
 class Authenticated:

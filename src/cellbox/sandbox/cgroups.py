@@ -48,7 +48,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", patience: float = 10.0) -> None:
+def _kill_and_remove(group: Path, procs_file: str = "cgroup.procs", patience: float = 3.0) -> None:
     """SIGKILL what is left in a group and remove it. cgroup v2's ``cgroup.kill`` kills the whole subtree at once
     (no fork can slip past it); otherwise every listed pid is killed. Killed processes take a moment to exit,
     and a group that just had an OOM kill stays busy briefly: poll, backing off from 0.5 ms to 20 ms (a group

@@ -54,6 +54,18 @@ def test_containers_ls_exec_rm(server: Server, sdk: openai.OpenAI) -> None:
     assert again.stderr.count("\n") == 1
 
 
+def test_what_containers_say_never_reaches_the_terminal_raw(server: Server, sdk: openai.OpenAI) -> None:
+    """A name or an output with terminal escapes (a title change, a screen clear) is shown escaped."""
+    box = sdk.containers.create(name="evil\x1b]0;owned\x07\nrow")
+    listed = cli(server, "containers", "ls")
+    assert "\x1b" not in listed.stdout
+    assert "\x07" not in listed.stdout
+    assert "evil\\x1b]0;owned\\x07\\nrow" in listed.stdout
+    ran = cli(server, "containers", "exec", box.id, "print('a\\x1b[2Jb')")
+    assert ran.stdout.splitlines()[0] == "a\\x1b[2Jb"
+    cli(server, "containers", "rm", box.id)
+
+
 def test_a_wrong_key_or_an_unreachable_server_is_one_line(server: Server) -> None:
     refused = cli(server, "containers", "ls", key="nope")
     assert (refused.returncode, refused.stderr.count("\n")) == (1, 1)

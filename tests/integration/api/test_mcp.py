@@ -3,6 +3,7 @@ containers as /v1; one container per MCP session, state across its calls, figure
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from cellbox.api.mcp import Bounded
 from tests.integration.api.server import Server, async_client, check_error
 from tests.upstream import ScriptedUpstream
 
@@ -177,3 +179,30 @@ def test_cellbox_mcp_says_in_one_line_when_it_cannot_reach_the_server() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("cellbox mcp: cannot relay to http://127.0.0.1:9/mcp")
     assert done.stderr.count("\n") == 1
+
+
+async def test_keyless_sse_streams_are_bounded() -> None:
+    """The SSE transport opens without a key (vLLM discovers tools with none), so it can't be unbounded."""
+    calls: list[int] = []
+    sent: list[dict[str, Any]] = []
+    release, both_in = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            both_in.set()
+        await release.wait()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    bounded = Bounded(app, limit=2)
+    scope = {"type": "http", "method": "GET", "path": "/mcp/sse", "headers": []}
+    held = [asyncio.create_task(bounded(scope, None, send)) for _ in range(2)]
+    await both_in.wait()
+    await bounded(scope, None, send)  # the third is refused at once
+    assert sent[0]["status"] == 429
+    release.set()
+    await asyncio.gather(*held)
+    await bounded(scope, None, send)  # room again
+    assert len(calls) == 3
