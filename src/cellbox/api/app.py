@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
-from cellbox import __version__
+from cellbox import __version__, web
 from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.limits import BodyLimit
@@ -67,4 +67,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         if isinstance(route, Route):  # the stream itself: keyless, so bounded
             route = Route(route.path, mcp.Bounded(route.app), methods=["GET"])
         app.router.routes.append(route)
+    app.router.routes.extend(web.routes())  # the playground at /, its assets under /playground
     return app

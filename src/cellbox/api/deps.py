@@ -31,6 +31,10 @@ async def project(request: Request, authorization: Annotated[str | None, Header(
     return owner
 
 
+# Headers for bytes a tenant chose (file contents): a browser opening one never runs it as a page of this origin
+# (an .html a container wrote would otherwise reach the API with the viewer's credentials in open mode).
+UNTRUSTED_BYTES = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+
 Svc = Annotated[Services, Depends(services)]
 Project = Annotated[str, Depends(project)]
 Order = Annotated[Literal["asc", "desc"], Query()]

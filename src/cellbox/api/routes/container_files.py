@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from cellbox.api.deps import After, Order, Project, Svc, list_page
+from cellbox.api.deps import UNTRUSTED_BYTES, After, Order, Project, Svc, list_page
 from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.containers import ContainerFile, CreateContainerFileById
@@ -64,7 +64,7 @@ async def container_file_content(container_id: str, file_id: str, svc: Svc, proj
                 yield chunk
 
     media_type = mimetypes.guess_type(row.path)[0] or "application/octet-stream"
-    return StreamingResponse(read(), media_type=media_type)  # type: ignore[arg-type]
+    return StreamingResponse(read(), media_type=media_type, headers=UNTRUSTED_BYTES)  # type: ignore[arg-type]
 
 
 @router.delete("/containers/{container_id}/files/{file_id}")

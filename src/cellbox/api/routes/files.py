@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from cellbox.api.deps import After, Order, Project, Svc, list_page
+from cellbox.api.deps import UNTRUSTED_BYTES, After, Order, Project, Svc, list_page
 from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.files import FileObject
@@ -74,7 +74,7 @@ async def retrieve_file(file_id: str, svc: Svc, project: Project) -> FileObject:
 async def file_content(file_id: str, svc: Svc, project: Project) -> FileResponse:
     row, path = await svc.files.content_path(project, file_id)
     media_type = mimetypes.guess_type(row.filename)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media_type, filename=row.filename)
+    return FileResponse(path, media_type=media_type, filename=row.filename, headers=UNTRUSTED_BYTES)
 
 
 @router.delete("/files/{file_id}")
