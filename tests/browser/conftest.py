@@ -21,13 +21,15 @@ WAIT_MS = 90_000  # for anything the page waits on: sized for a slow, busy machi
 expect.set_options(timeout=WAIT_MS)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is alive its event loop counts as running in this thread,
+# so no asyncio test may run until it stops (these tests are all synchronous; it stops when they are done).
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run scripts/system-packages --test"
     launched = playwright.chromium.launch(executable_path=CHROMIUM)
