@@ -4,6 +4,7 @@
     ├── InvalidInput         the caller asked for something malformed (bad size, bad path, bad name)
     │   └── TooLarge         an upload over the size limit
     ├── Unauthenticated      no API key, or one we don't know
+    ├── Forbidden            the request may not be served as it was addressed (a foreign Host in open mode)
     ├── RateLimited          too many requests for this key; carries when to retry
     ├── NotFound             no such container or file (or not this project's)
     │   └── SandboxClosed    the container was deleted or expired while the request was using it
@@ -33,6 +34,10 @@ class TooLarge(InvalidInput):
 
 
 class Unauthenticated(CellboxError):
+    pass
+
+
+class Forbidden(CellboxError):
     pass
 
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from cellbox import __version__, web
 from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
+from cellbox.api.hosts import LoopbackHosts
 from cellbox.api.limits import BodyLimit
 from cellbox.api.routes import (
     container_files,
@@ -53,6 +54,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                               "/v1/containers/{id}/execute.")
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(LoopbackHosts)
     app.add_middleware(AccessLog)
     for module in (files, containers, container_files, responses, conversations, models):
         app.include_router(module.router, prefix="/v1")

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from cellbox.errors import (
     CellboxError,
     Expired,
+    Forbidden,
     InvalidInput,
     NotFound,
     RateLimited,
@@ -36,6 +37,7 @@ MAPPING: list[tuple[type[CellboxError], int, str, str | None]] = [
     (TooLarge, 413, "invalid_request_error", "file_too_large"),
     (InvalidInput, 400, "invalid_request_error", None),
     (Unauthenticated, 401, "invalid_request_error", "invalid_api_key"),
+    (Forbidden, 403, "invalid_request_error", "host_not_allowed"),
     (RateLimited, 429, "rate_limit_exceeded", "rate_limit_exceeded"),
     (SandboxClosed, 404, "invalid_request_error", None),
     (NotFound, 404, "invalid_request_error", None),

@@ -43,6 +43,29 @@ def test_open_local_mode_without_keys(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_open_mode_answers_only_requests_addressed_to_a_loopback_name(tmp_path: Path) -> None:
+    """A page elsewhere that rebinds its own name to 127.0.0.1 sends that name as Host: refused, on every path."""
+    server = Server(tmp_path, CELLBOX_API_KEYS="").start()
+    try:
+        with raw(server, key=None) as anonymous:
+            for host in (f"127.0.0.1:{server.port}", "localhost", "LocalHost.:80", "app.localhost", "[::1]:8000",
+                         "127.8.9.10"):
+                assert anonymous.get("/v1/containers", headers={"Host": host}).status_code == 200, host
+            for host in ("rebound.example", f"rebound.example:{server.port}", "127.0.0.1.rebound.example",
+                         "localhost.rebound.example", "[::2]", "10.0.0.1", "0.0.0.0"):
+                for path in ("/v1/containers", "/", "/health", "/mcp"):
+                    check_error(anonymous.get(path, headers={"Host": host}), 403, "open local mode")
+            refused = anonymous.post("/v1/containers", json={"name": "x"}, headers={"Host": "rebound.example"})
+            check_error(refused, 403, "addressed to 'rebound.example'")
+            assert anonymous.get("/v1/containers").json()["data"] == []  # nothing was made
+    finally:
+        server.stop()
+
+
+def test_with_keys_any_host_name_may_reach_the_server(http: httpx.Client) -> None:
+    assert http.get("/v1/containers", headers={"Host": "cellbox.internal.example"}).status_code == 200
+
+
 def test_refuses_to_bind_beyond_loopback_without_keys(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "cellbox.cli", "serve", "--host", "0.0.0.0", "--port", "1",
                            "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
