@@ -14,6 +14,7 @@ EXPECTED = {
     "TooLarge": (413, "file_too_large"),
     "InvalidInput": (400, None),
     "Unauthenticated": (401, "invalid_api_key"),
+    "Forbidden": (403, "host_not_allowed"),
     "RateLimited": (429, "rate_limit_exceeded"),
     "NotFound": (404, None),
     "SandboxClosed": (404, None),
