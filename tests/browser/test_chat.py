@@ -101,6 +101,7 @@ def test_the_api_error_is_shown_as_said_and_a_key_entered_once_works(server: Ser
     page.click("#key-button")
     page.fill("#key-input", "key-a")
     page.click("#key-save")
+    expect(page.locator(f"#models option[value='{model}']")).to_have_count(1)  # listed by GET /v1/models
     page.fill("#prompt", "Hi again")
     page.click("#send")
     expect(page.locator(".message").last).to_have_text("Hello from the model.")
