@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     upstream_vision: Literal["auto", "on", "off"] = Field(
         "auto", description="Show the model the images its code displayed (on a user message after the run): "
         "'auto' when the conversation's input has an image (the model is evidently a vision model).")
+    egress_permit: str = Field("", description="Domains tenants may put in a network_policy allowlist (patterns "
+                               "'name', '*.name', '.name', or '*'; comma-separated). Empty: allowlists are refused.")
+    egress_resolve: str = Field("", description="Names the egress proxy maps to addresses as given, trusted even "
+                                "when private: 'pypi.test=127.0.0.1:8443,api.test=[::1]:9443' (tests, air-gapped "
+                                "mirrors).")
+    egress_ca_bundle: str = Field("", description="PEM file of extra roots the egress proxy trusts for the servers "
+                                  "it connects to (a corporate root, a test CA), besides the system's.")
+    egress_max_bytes: str = Field("1g", description="Bytes one container may move through the egress proxy, both "
+                                  "directions, over its life.")
+    egress_max_connections: int = Field(16, ge=1, le=1024, description="Connections through the egress proxy one "
+                                        "container may have open at once.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")
 
@@ -95,6 +106,24 @@ class Settings(BaseSettings):
         if any(entry.count("=") != 1 or not all(part.strip() for part in entry.split("=")) for entry in pairs):
             raise InvalidInput(f"invalid CELLBOX_MODEL_ALIASES {self.model_aliases!r}: use 'requested=upstream,...'")
         return {k.strip(): v.strip() for k, v in (entry.split("=") for entry in pairs)}
+
+    @property
+    def egress_mappings(self) -> dict[str, tuple[str, int]]:
+        """'name=ip:port,...' as a mapping (names lower-cased); malformed entries are reported at start."""
+        mappings: dict[str, tuple[str, int]] = {}
+        for entry in (e.strip() for e in self.egress_resolve.split(",")):
+            if not entry:
+                continue
+            name, _, target = entry.partition("=")
+            address, _, port = target.strip().rpartition(":")
+            if not name.strip() or not address or not port.isdigit() or not 0 < int(port) < 65536:
+                raise InvalidInput(f"invalid CELLBOX_EGRESS_RESOLVE entry {entry!r}: use 'name=ip:port'")
+            mappings[name.strip().rstrip(".").lower()] = (address.strip("[]"), int(port))
+        return mappings
+
+    @property
+    def egress_max_bytes_value(self) -> int:
+        return parse_size(self.egress_max_bytes, "egress byte limit")
 
     @property
     def memory_bytes(self) -> int:

@@ -162,6 +162,10 @@ def build_root(spec: dict[str, Any]) -> None:
     _write(root + "/etc/group", _GROUP)
     _write(root + "/etc/hostname", spec["hostname"] + "\n")
     _write(root + "/etc/hosts", f"127.0.0.1 localhost {spec['hostname']}\n::1 localhost\n")
+    for path, text in spec.get("files", {}).items():  # the host's own (a CA certificate), under /etc only
+        if path.startswith("/etc/") and ".." not in path:
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            _write(root + path, text)
     os.chdir(root)
     pivot_root(".", ".")
     _check(_libc.umount2(b".", MNT_DETACH), "umount old root")

@@ -24,6 +24,7 @@ from cellbox.sandbox.cgroups import Cgroups, Limits
 from cellbox.sandbox.environment import sandbox_environment
 from cellbox.sandbox.identities import Identities
 from cellbox.sandbox.launcher import Zygote
+from cellbox.sandbox.outside import Outside
 from cellbox.sandbox.sandbox import Sandbox, SandboxLimits
 from cellbox.sandbox.seccomp import SOCKET_FAMILY_NAMES, build_filter
 from cellbox.sandbox.volumes import Volumes
@@ -197,16 +198,19 @@ class Engine:
         }
 
     async def create(self, memory: str | int | None = None, sandbox_id: str | None = None,
-                     timeout: float | None = None, workspace: Path | None = None) -> Sandbox:
+                     timeout: float | None = None, workspace: Path | None = None,
+                     outside: Outside | None = None) -> Sandbox:
         """Start a container with an empty workspace, or on ``workspace``, one this engine's data directory
         kept from before a restart (the files come back, the Python state does not). A new container without a
-        chosen id comes from the warm pool when one is ready."""
+        chosen id comes from the warm pool when one is ready, unless it has a way ``outside`` (its variables
+        and files are set when it starts)."""
         if self._zygote is None:
             raise SandboxFailure("the engine is not started")
         memory_bytes = parse_size(memory, "memory limit") if memory is not None else self.settings.memory_bytes
         if memory_bytes < 64 << 20:
             raise InvalidInput("memory limit must be at least 64m", "memory_limit")
-        if sandbox_id is None and workspace is None and (box := self._claim_warm(memory_bytes, timeout)):
+        if sandbox_id is None and workspace is None and outside is None and \
+                (box := self._claim_warm(memory_bytes, timeout)):
             return box
         sandbox_id = sandbox_id or container_id()
         if sandbox_id in self._sandboxes or sandbox_id in self._starting:
@@ -216,7 +220,7 @@ class Engine:
         self._starting.add(sandbox_id)  # reserved before the first await: two restores of one id never both start
         self._no_requests_starting.clear()
         try:
-            box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace)
+            box = await self._start_box(sandbox_id, memory_bytes, timeout, workspace, outside)
         finally:
             self._starting.discard(sandbox_id)
             if not self._starting:
@@ -246,7 +250,7 @@ class Engine:
                              self.settings.output_limit)
 
     async def _start_box(self, sandbox_id: str, memory_bytes: int, timeout: float | None,
-                         existing: Path | None) -> Sandbox:
+                         existing: Path | None, outside: Outside | None = None) -> Sandbox:
         slot = self._identities.take() if existing is None else None
         try:
             root = await self._workspace_root(sandbox_id, existing)
@@ -270,7 +274,8 @@ class Engine:
             self._identities.release(slot)
             raise
         box = Sandbox(sandbox_id, workspace, group, self._limits(memory_bytes, timeout),
-                      spawner=lambda: self._spawn(workspace, group.procs_files if group else []))
+                      spawner=lambda: self._spawn(workspace, group.procs_files if group else [], outside),
+                      outside=outside)
         try:
             await box.start()
         except BaseException:
@@ -382,7 +387,7 @@ class Engine:
         else:
             await asyncio.to_thread(workspace.destroy)
 
-    async def _spawn(self, workspace: Workspace, procs_files: list[str]) -> Any:
+    async def _spawn(self, workspace: Workspace, procs_files: list[str], outside: Outside | None = None) -> Any:
         assert self._zygote is not None
         python_bin = str(self.settings.sandbox_python.parent)
         spec = {
@@ -396,7 +401,8 @@ class Engine:
             "shm_size": SHM_SIZE,
             "rlimits": {"NOFILE": self.settings.open_files, "FSIZE": self.settings.disk_quota_bytes, "CORE": 0},
             "cgroup_procs": procs_files,
-            "env": sandbox_environment(python_bin),
+            "env": {**sandbox_environment(python_bin), **(outside.env if outside else {})},
+            "files": outside.files if outside else {},
         }
         template = await self._template()
         try:

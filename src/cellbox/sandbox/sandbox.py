@@ -25,6 +25,7 @@ from cellbox.sandbox.cgroups import ContainerGroup, Limits
 from cellbox.sandbox.channel import Channel
 from cellbox.sandbox.events import ChangedFile, Error, Event, ExecutionResult, Finished, Output, Status
 from cellbox.sandbox.frames import Budget, Done, Invalid, frame_ceiling
+from cellbox.sandbox.outside import Outside, listen_inside
 from cellbox.sandbox.workspace import Scan, Workspace, relative_path
 
 READY_TIMEOUT = 30.0
@@ -51,12 +52,13 @@ class Sandbox:
     """A running container. Create through :class:`cellbox.sandbox.engine.Engine`."""
 
     def __init__(self, sandbox_id: str, workspace: Workspace, group: ContainerGroup | None,
-                 limits: SandboxLimits, spawner: Spawner) -> None:
+                 limits: SandboxLimits, spawner: Spawner, outside: Outside | None = None) -> None:
         self.id = sandbox_id
         self.workspace = workspace
         self.limits = limits
         self._group = group
         self._spawn = spawner
+        self.outside = outside
         self._pid = 0
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
@@ -84,7 +86,18 @@ class Sandbox:
             self._kill()
             raise SandboxFailure(f"container {self.id} failed to start: {problem}")
         self._channel.start(f"sandbox-{self.id}")
+        if self.outside is not None:
+            await self._open_the_way_out(pid, self.outside)
         self._state = "ready"
+
+    async def _open_the_way_out(self, pid: int, outside: Outside) -> None:
+        """Before any code runs: the listener in this session's namespace (a new one after each restart)."""
+        try:
+            listener = await asyncio.to_thread(listen_inside, pid, outside.port)
+            await outside.serve(listener)
+        except OSError as exc:
+            self._kill()
+            raise SandboxFailure(f"container {self.id}: its network access could not be set up: {exc}") from exc
 
     def _refuse_if_closing(self) -> None:
         if self._state in ("closing", "closed"):

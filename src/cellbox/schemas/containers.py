@@ -17,9 +17,18 @@ class ExpiresAfter(Request):
     minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)]
 
 
+class DomainSecret(Request):
+    domain: Annotated[str, Field(min_length=1, max_length=300)]
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+    value: Annotated[str, Field(min_length=1, max_length=10485760, repr=False)]
+
+
 class NetworkPolicy(Request):
+    """``disabled``, or ``allowlist`` with ``allowed_domains`` (and secrets injected for some of them)."""
+
     type: Literal["disabled", "allowlist"]
-    allowed_domains: list[str] | None = None
+    allowed_domains: Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=1000)] | None = None
+    domain_secrets: Annotated[list[DomainSecret], Field(max_length=1000)] | None = None
 
 
 class CreateContainer(Request):
@@ -41,10 +50,22 @@ class ExpiresAfterOut(Wire):
 
 
 class NetworkPolicyOut(Wire):
-    type: Literal["disabled"] = "disabled"
+    omit_when_none = frozenset({"allowed_domains"})
+    type: Literal["disabled", "allowlist"] = "disabled"
+    allowed_domains: list[str] | None = None  # never the secrets
+
+
+class EgressUse(Wire):
+    """Cellbox's extension on a container with network access: what it has used of its allowance."""
+
+    bytes: int
+    max_bytes: int
+    connections: int
+    max_connections: int
 
 
 class Container(Wire):
+    omit_when_none = frozenset({"egress"})
     id: str
     object: Literal["container"] = "container"
     name: str
@@ -54,6 +75,7 @@ class Container(Wire):
     expires_after: ExpiresAfterOut
     memory_limit: MemoryLimit
     network_policy: NetworkPolicyOut = NetworkPolicyOut()
+    egress: EgressUse | None = None
 
 
 class ContainerFile(Wire):

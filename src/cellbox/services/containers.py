@@ -11,18 +11,21 @@ from typing import BinaryIO
 
 from sqlalchemy import delete, select, update
 
+from cellbox.egress.policy import Policy
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound
-from cellbox.ids import container_file_id, now
+from cellbox.ids import container_file_id, container_id, now
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import ChangedFile
+from cellbox.sandbox.outside import Outside
 from cellbox.sandbox.sandbox import Sandbox
 from cellbox.sandbox.workspace import safe_filename
-from cellbox.schemas.containers import CreateContainer
+from cellbox.schemas.containers import CreateContainer, EgressUse, NetworkPolicy
+from cellbox.services.egress import Egress
 from cellbox.services.files import Files
 from cellbox.services.metrics import Metrics
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import ContainerFileRow, ContainerRow
+from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow
 
 log = logging.getLogger(__name__)
 RUNNING, EXPIRED = "running", "expired"
@@ -34,8 +37,9 @@ def _is_due(row: ContainerRow, at: int) -> bool:
 
 class Containers:
     def __init__(self, db: Database, engine: Engine, files: Files, default_memory: str, expiry_minutes: int,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, egress: Egress | None = None) -> None:
         self._metrics = metrics or Metrics()
+        self._egress = egress
         self._db = db
         self._engine = engine
         self._files = files
@@ -53,7 +57,9 @@ class Containers:
             try:
                 if _is_due(row, now()) or not row.workspace:
                     raise Expired("idle too long")
-                await self._engine.create(memory=row.memory_limit, sandbox_id=row.id, workspace=Path(row.workspace))
+                outside = self._restored_outside(row)
+                await self._engine.create(memory=row.memory_limit, sandbox_id=row.id, workspace=Path(row.workspace),
+                                          outside=outside)
             except CellboxError as exc:
                 log.info("container %s does not come back: %s", row.id, exc)
                 await self._expire(row.id)
@@ -63,20 +69,45 @@ class Containers:
         if pruned := await self._engine.prune_workspaces(kept):
             log.info("deleted %d workspace(s) no container refers to", pruned)
 
-    async def create(self, project: str, body: CreateContainer) -> ContainerRow:
-        if body.network_policy is not None and body.network_policy.type != "disabled":
-            raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access; "
-                               "use {\"type\": \"disabled\"}", "network_policy")
+    def _restored_outside(self, row: ContainerRow) -> Outside | None:
+        """A container with network access comes back with its allowlist, if this server still permits it; one
+        that had secrets does not come back (they were in memory only)."""
+        if row.network is None:
+            return None
+        if row.network.had_secrets:
+            raise Expired("its network secrets were held in memory only, and the server restarted")
+        policy = self.check_policy(NetworkPolicy(type="allowlist", allowed_domains=row.network.allowed_domains))
+        if policy is None or self._egress is None:
+            raise Expired("network access is turned off on this server now")
+        return self._egress.outside(row.id, policy)
+
+    def check_policy(self, body: NetworkPolicy | None, param: str = "network_policy") -> Policy | None:
+        """A create request's network policy, checked (None: no network access, the default)."""
+        if self._egress is None:
+            if body is not None and body.type != "disabled":
+                raise InvalidInput("network access is turned off on this server; use {\"type\": \"disabled\"}",
+                                   param)
+            return None
+        return self._egress.policy(body, param)
+
+    def egress_use(self, cid: str) -> EgressUse | None:
+        return self._egress.use(cid) if self._egress is not None else None
+
+    async def create(self, project: str, body: CreateContainer, policy_param: str = "network_policy") -> ContainerRow:
+        policy = self.check_policy(body.network_policy, policy_param)
         if body.skills:
             raise InvalidInput("skills are not supported", "skills")
         sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
         memory = body.memory_limit or self._default_memory
-        box = await self._engine.create(memory=memory)
+        box = await self._start(memory, policy)
         self._metrics.containers_created.inc()
         created = now()
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
                            last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),
                            expiry_minutes=body.expires_after.minutes if body.expires_after else self._expiry_minutes)
+        if policy is not None:
+            row.network = ContainerNetworkRow(container_id=box.id, allowed_domains=policy.domains,
+                                              had_secrets=bool(policy.secrets))
         try:
             async with self._db.session() as session, session.begin():
                 session.add(row)
@@ -87,6 +118,16 @@ class Containers:
             raise
         return row
 
+    async def _start(self, memory: str, policy: Policy | None) -> Sandbox:
+        if policy is None or self._egress is None:
+            return await self._engine.create(memory=memory)
+        cid = container_id()
+        try:
+            return await self._engine.create(memory=memory, sandbox_id=cid, outside=self._egress.outside(cid, policy))
+        except BaseException:
+            await self._egress.release(cid)
+            raise
+
     async def _forget(self, cid: str) -> None:
         """Rows first: from then on every request for the container is a 404 (never "expired"), and a request
         already using the sandbox fails to register anything for it (NotFound) rather than with a 500."""
@@ -95,6 +136,8 @@ class Containers:
             await session.execute(delete(ContainerRow).where(ContainerRow.id == cid))
         with contextlib.suppress(NotFound):
             await self._engine.destroy(cid)
+        if self._egress is not None:
+            await self._egress.release(cid)
 
     async def delete(self, project: str, cid: str) -> None:
         await self.get(project, cid, touch=False)
@@ -105,6 +148,8 @@ class Containers:
         self._metrics.containers_expired.inc()
         with contextlib.suppress(NotFound):
             await self._engine.destroy(cid)
+        if self._egress is not None:
+            await self._egress.release(cid)
         async with self._db.session() as session, session.begin():
             await session.execute(update(ContainerRow).where(ContainerRow.id == cid)
                                   .values(status=EXPIRED, workspace=None))

@@ -218,9 +218,8 @@ class Responses:
                                    "(e.g. http://127.0.0.1:11434/v1) to use /v1/responses", "model")
         tool, functions = self._check_tools(body)
         auto = tool.container if tool is not None and isinstance(tool.container, AutoContainer) else None
-        if auto is not None and auto.network_policy is not None and auto.network_policy.type != "disabled":
-            raise InvalidInput("network_policy 'allowlist' is not supported: containers have no network access",
-                               "tools.0.container.network_policy")
+        if auto is not None:
+            self._containers.check_policy(auto.network_policy, "tools.0.container.network_policy")
         conversation = body.conversation_id
         if conversation is not None and body.previous_response_id:
             raise InvalidInput("previous_response_id and conversation cannot both be given: a conversation "
@@ -432,7 +431,8 @@ class Responses:
         if run.container_id is None:
             auto = run.auto or AutoContainer(type="auto")
             row = await self._containers.create(run.project, CreateContainer(
-                name=f"auto: {run.response.id}", memory_limit=auto.memory_limit))
+                name=f"auto: {run.response.id}", memory_limit=auto.memory_limit, network_policy=auto.network_policy),
+                policy_param="tools.0.container.network_policy")
             run.container_id, run.made_container = row.id, True
         return run.container_id
 

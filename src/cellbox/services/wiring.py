@@ -12,6 +12,7 @@ from cellbox.services.auth import Keys, RateLimiter
 from cellbox.services.background import Background
 from cellbox.services.containers import Containers
 from cellbox.services.conversations import Conversations
+from cellbox.services.egress import Egress
 from cellbox.services.execution import Executions
 from cellbox.services.files import Files
 from cellbox.services.history import History
@@ -34,8 +35,9 @@ class Services:
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.metrics = Metrics()
         self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes, self.metrics)
+        self.egress = Egress(settings)
         self.containers = Containers(self.db, self.engine, self.files, settings.memory_limit,
-                                     settings.container_expiry_minutes, self.metrics)
+                                     settings.container_expiry_minutes, self.metrics, self.egress)
         self.executions = Executions(self.containers, self.metrics)
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout, metrics=self.metrics)
@@ -52,6 +54,7 @@ class Services:
         await self.db.create_schema()
         await self.keys.start(self.settings.api_keys)
         await self.engine.start()
+        await self.egress.start()
         await self.containers.restore()
         if failed := await self.history.fail_unfinished():
             log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
@@ -76,4 +79,5 @@ class Services:
         await self.responses.aclose()
         await self.upstream.aclose()
         await self.engine.aclose(keep_workspaces=True)
+        await self.egress.aclose()
         await self.db.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived sequences.
 Seq = BigInteger().with_variant(Integer(), "sqlite")
@@ -47,7 +47,20 @@ class ContainerRow(Base):
     expiry_minutes: Mapped[int] = mapped_column(Integer)
     memory_limit: Mapped[str] = mapped_column(String(8))
     workspace: Mapped[str | None] = mapped_column(Text, nullable=True)  # host path of the volume while running
+    # Loaded with the row (one LEFT JOIN): None for the usual container without network access.
+    network: Mapped[ContainerNetworkRow | None] = relationship(lazy="joined", cascade="all, delete-orphan",
+                                                              passive_deletes=True)
     __table_args__ = (Index("ix_containers_project_seq", "project", "seq"),)
+
+
+class ContainerNetworkRow(Base):
+    """A container's allowlist (its own table: containers made before it existed need no migration). Secrets
+    are never stored: ``had_secrets`` only says there were some, held in memory while the container ran."""
+
+    __tablename__ = "container_networks"
+    container_id: Mapped[str] = mapped_column(ForeignKey("containers.id", ondelete="CASCADE"), primary_key=True)
+    allowed_domains: Mapped[list[str]] = mapped_column(JSON)
+    had_secrets: Mapped[bool] = mapped_column(default=False)
 
 
 class ContainerFileRow(Base):

@@ -12,22 +12,34 @@ from cellbox.api.deps import After, Order, Project, Svc, list_page
 from cellbox.api.errors import describe
 from cellbox.api.sse import event
 from cellbox.schemas.common import Deleted, ListPage
-from cellbox.schemas.containers import Container, CreateContainer, ExecuteRequest, Execution, ExpiresAfterOut
+from cellbox.schemas.containers import (
+    Container,
+    CreateContainer,
+    EgressUse,
+    ExecuteRequest,
+    Execution,
+    ExpiresAfterOut,
+    NetworkPolicyOut,
+)
 from cellbox.services.execution import Update
 from cellbox.store.tables import ContainerRow
 
 router = APIRouter(tags=["containers"])
 
 
-def container_object(row: ContainerRow) -> Container:
+def container_object(row: ContainerRow, egress: EgressUse | None = None) -> Container:
+    policy = (NetworkPolicyOut(type="allowlist", allowed_domains=row.network.allowed_domains)
+              if row.network is not None else NetworkPolicyOut())
     return Container(id=row.id, name=row.name, created_at=row.created_at, status=row.status,
                      last_active_at=row.last_active_at, expires_after=ExpiresAfterOut(minutes=row.expiry_minutes),
-                     memory_limit=row.memory_limit)  # type: ignore[arg-type]
+                     memory_limit=row.memory_limit, network_policy=policy,  # type: ignore[arg-type]
+                     egress=egress)
 
 
 @router.post("/containers")
 async def create_container(body: CreateContainer, svc: Svc, project: Project) -> Container:
-    return container_object(await svc.containers.create(project, body))
+    row = await svc.containers.create(project, body)
+    return container_object(row, svc.containers.egress_use(row.id))
 
 
 @router.get("/containers")
@@ -36,13 +48,14 @@ async def list_containers(
     limit: Annotated[int, Query(ge=1, le=100)] = 20, name: Annotated[str | None, Query()] = None,
 ) -> ListPage[Container]:
     page = await svc.containers.list(project, limit, order, after, name)
-    data = [container_object(r) for r in page.rows]
+    data = [container_object(r, svc.containers.egress_use(r.id)) for r in page.rows]
     return list_page(data, page.has_more)
 
 
 @router.get("/containers/{container_id}")
 async def retrieve_container(container_id: str, svc: Svc, project: Project) -> Container:
-    return container_object(await svc.containers.get(project, container_id))
+    row = await svc.containers.get(project, container_id)
+    return container_object(row, svc.containers.egress_use(row.id))
 
 
 @router.delete("/containers/{container_id}")

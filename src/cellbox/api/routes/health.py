@@ -20,4 +20,5 @@ async def health(svc: Svc) -> dict[str, Any]:
         "auth": "open (no API keys; loopback only)" if await svc.keys.open_mode() else "api keys",
         "isolation": svc.engine.isolation(),
         "warm_pool": svc.engine.warm_pool(),
+        "egress": svc.egress.describe(),
     }
