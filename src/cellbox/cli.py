@@ -268,18 +268,21 @@ def _read_inputs(paths: list[str]) -> dict[str, bytes]:
 
 
 def _print_live(event: Any) -> None:
+    """The code's output as it comes, its control characters escaped (terminal escapes never reach the
+    terminal as they are; ``--json`` has the exact text)."""
+    shown = remote.printable
     if isinstance(event, Stream):
         stream = sys.stdout if event.name == "stdout" else sys.stderr
-        stream.write(event.text)
+        stream.write(shown(event.text))
         stream.flush()
     elif isinstance(event, Display | Result):
         if "text/plain" in event.data and not (isinstance(event, Display) and "image/png" in event.data):
-            print(event.data["text/plain"], flush=True)
+            print(shown(event.data["text/plain"]), flush=True)
         elif "image/png" in event.data:
             size = len(base64.b64decode(event.data["image/png"]))
             print(f"[image/png, {size} bytes]", flush=True)
     elif isinstance(event, Error):
-        print(event.text, file=sys.stderr, flush=True)
+        print(shown(event.text), file=sys.stderr, flush=True)
 
 
 async def _run(args: argparse.Namespace, code: str, inputs: dict[str, bytes]) -> int:
@@ -305,7 +308,7 @@ async def _execute(box: Any, code: str, timeout: float | None, live: bool) -> Ex
     async for event in box.execute(code, timeout):
         if isinstance(event, Finished):
             if live and event.message:
-                print(event.message, file=sys.stderr)
+                print(remote.printable(event.message), file=sys.stderr)
             return ExecutionResult(outputs, event.status, event.execution_count, event.files,
                                    event.restarted, event.message, event.deleted)
         outputs.append(event)
@@ -327,7 +330,7 @@ def _copy_out(box: Any, result: ExecutionResult, out: Path) -> None:
 def _report_files(result: ExecutionResult, out: Path | None) -> None:
     for changed in result.files:
         where = f" -> {out / changed.path.removeprefix('/mnt/data/')}" if out else ""
-        print(f"[file] {changed.path} ({changed.bytes} bytes){where}", file=sys.stderr)
+        print(f"[file] {remote.printable(changed.path, lines=False)} ({changed.bytes} bytes){where}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,3 +83,16 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> Non
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_terminal_escapes_from_the_code_are_shown_escaped() -> None:
+    code = ("import os\nprint('a\\x1b]0;owned\\x07b')\nopen('\\x1b[2Jname.txt', 'w').write('x')\n"
+            "raise ValueError('\\x1b[31mred')")
+    done = cellbox("run", "-", stdin=code)
+    assert done.returncode == 1
+    assert "\x1b" not in done.stdout + done.stderr
+    assert done.stdout == "a\\x1b]0;owned\\x07b\n"
+    assert "\\x1b[2Jname.txt" in done.stderr  # a name the workspace refuses, said escaped
+    assert "ValueError" in done.stderr
+    exact = json.loads(cellbox("run", "--json", "-", stdin=code).stdout)
+    assert exact["outputs"][0]["text"] == "a\x1b]0;owned\x07b\n"  # --json keeps the exact text
