@@ -22,6 +22,7 @@ from tests.unit.egress.conftest import (
     PLAIN_SECRET,
     Serve,
     World,
+    resolve_map,
 )
 
 
@@ -94,6 +95,20 @@ async def test_plain_http_is_forwarded_in_origin_form_with_the_urls_host(world: 
     assert first.json()["path"] == "/echo?q=1"
     assert dict(first.json()["headers"])["Host"] == "plain.test"
     assert dict(second.json()["headers"])["Host"] == "plain2.test"
+
+
+async def test_hop_by_hop_headers_stay_on_their_hop(world: World, serve: Serve) -> None:
+    port, _ = await serve()
+    hop = {"Proxy-Authorization": "Basic eDp5", "Connection": "keep-alive, X-Hop", "X-Hop": "1", "TE": "trailers",
+           "X-End": "2"}
+    async with client(world, port) as http:
+        plain = await http.post("http://plain.test/echo", headers=hop, content=b"body")
+        tunnelled = await http.get("https://api.test/echo", headers=hop)
+    for response in (plain, tunnelled):
+        names = {name.lower() for name, _ in response.json()["headers"]}
+        assert "x-end" in names
+        assert not names & {"proxy-authorization", "x-hop", "te"}
+    assert plain.json()["body"] == "body"
 
 
 async def test_a_name_off_the_allowlist_is_refused_and_never_looked_up(
@@ -265,7 +280,8 @@ async def test_expect_100_continue_is_answered_by_the_proxy(serve: Serve) -> Non
 
 @pytest.fixture
 async def impatient(world: World) -> AsyncIterator[Proxy]:
-    proxy = Proxy(world.authority, idle_timeout=0.2)
+    """A proxy that waits a fifth of a second for anything."""
+    proxy = Proxy(world.authority, resolve=resolve_map(world.http_port, world.https_port), idle_timeout=0.2)
     yield proxy
     await proxy.aclose()
 
@@ -291,6 +307,16 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut(impatient: Proxy, serve: 
         await asyncio.gather(trickling, return_exceptions=True)
         writer.close()
     await until(lambda: grant.connections == 0, "the cut connection uncounted")
+
+
+async def test_a_client_that_stops_reading_a_download_is_cut_and_nothing_piles_up(impatient: Proxy,
+                                                                                   serve: Serve) -> None:
+    port, grant = await serve(proxy=impatient)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET http://plain.test/big?n=100000000 HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+    await until(lambda: grant.connections == 0, "the stalled download cut")  # never read a byte of it
+    writer.close()
+    assert 0 < grant.bytes_used < 50_000_000  # the proxy read no faster than the client took
 
 
 async def test_stop_closes_the_listener_and_live_connections(world: World, serve: Serve) -> None:
