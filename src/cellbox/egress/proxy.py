@@ -9,14 +9,15 @@ The rules, in the order they are checked:
   (``name``, ``*.name``, ``.name``; see ``policy``), else 403. Nothing is resolved before this check: a refused
   name is never looked up.
 - The port must be 443 for CONNECT and 80 for plain HTTP, else 403.
-- Limits: at most ``max_connections`` client connections at once (the next is answered 429); at most
-  ``max_bytes`` through the proxy for the container's life, counted as the HTTP messages (heads and bodies)
-  exchanged with real hosts, each direction once. Once spent, new requests are 403; the transfer that crosses
-  the line is cut (both connections closed).
+- Limits: at most ``max_connections`` client connections at once (one more is answered 429, before anything
+  else is checked); at most ``max_bytes`` through the proxy for the container's life, counted as the HTTP
+  messages (heads and bodies) exchanged with real hosts, each direction once. Once spent, new requests are 403;
+  the transfer that crosses the line is cut (both connections closed).
 - A name in the operator's ``resolve`` map connects to the mapped address and port, trusted as given; any other
   name is resolved once, every address of the answer must be public (not loopback, private, link-local, CGNAT,
   multicast, reserved, unspecified or a cloud metadata address, else 403), and the connection goes to an address
-  that was checked (see ``destination``).
+  that was checked (see ``destination``). A host that cannot be resolved, reached or verified, or that answers
+  with broken HTTP, is 502 (504 when it is too slow).
 - In a tunnel the proxy ends TLS with a leaf from the server's CA and serves requests in origin form; each
   request's Host must be the tunnel's host (403 otherwise: no domain fronting). It speaks TLS to the real host
   with full verification (the system's roots plus ``upstream_ca``).
@@ -24,7 +25,10 @@ The rules, in the order they are checked:
   custom ones) become the values of the secrets whose domain matches the tunnel's host; placeholders of other
   domains' secrets pass unchanged, and the request line, bodies and responses are never touched. Plain HTTP
   never carries a secret: its placeholders pass unchanged.
-- Protocol upgrades (WebSocket) are 501.
+- Protocol upgrades (WebSocket) are 501. Hop-by-hop headers (Connection and the names it lists, Keep-Alive,
+  Proxy-*, TE, Trailer, Upgrade, Expect) are not forwarded; the proxy answers ``Expect: 100-continue`` itself.
+- Time: a request head must arrive whole within ``idle_timeout``; any read or write that makes no progress for
+  ``idle_timeout`` ends the connection; DNS, connecting and each TLS handshake get ``connect_timeout``.
 
 A refusal is the proxy's own response, a status and a one-line text/plain body naming the host and the reason
 (``cellbox egress: ...``); the connection closes after it. Refusals are logged at INFO with the container and
@@ -223,7 +227,7 @@ class _Session:
 
     async def _open_tunnel(self, request: h11.Request) -> None:
         named, port = _split_authority(request.target.decode("ascii"))
-        host = self._check(named, port or PORTS["https"], PORTS["https"])
+        host = self._check(named, PORTS["https"] if port is None else port, PORTS["https"])
         self._check_allowance()
         if not isinstance(await self.client.next_event(), h11.EndOfMessage):
             raise Refusal(400, f"{host!r}: a CONNECT request has no body")
@@ -241,7 +245,7 @@ class _Session:
         self.substitution = Substitution(self.grant.policy, self.grant.placeholders, host)
 
     async def _forward(self, request: h11.Request) -> None:
-        host, target = self._tunnel_target(request) if self.tunnel else self._plain_target(request)
+        host, target = self._tunnel_target(request, self.tunnel) if self.tunnel else self._plain_target(request)
         if _values(request.headers, b"upgrade"):
             raise Refusal(501, f"{host!r}: protocol upgrades (WebSocket) through the proxy are not supported")
         self._check_allowance()
@@ -256,19 +260,18 @@ class _Session:
         if not upstream.next_cycle():
             self._drop_upstream()
 
-    def _tunnel_target(self, request: h11.Request) -> tuple[str, bytes]:
-        assert self.tunnel is not None
-        self.host = self.tunnel
+    def _tunnel_target(self, request: h11.Request, tunnel: str) -> tuple[str, bytes]:
+        self.host = tunnel
         if request.method == b"CONNECT":
-            raise Refusal(400, f"{self.tunnel!r}: a tunnel cannot carry another CONNECT")
+            raise Refusal(400, f"{tunnel!r}: a tunnel cannot carry another CONNECT")
         named = b"".join(_values(request.headers, b"host")).decode("ascii", "replace")
         host, port = _split_authority(named)
-        if _canonical(host) != self.tunnel or port not in (None, PORTS["https"]):
-            raise Refusal(403, f"the Host header {_show(named)} is not the tunnel's host {self.tunnel!r}: "
+        if _canonical(host) != tunnel or port not in (None, PORTS["https"]):
+            raise Refusal(403, f"the Host header {_show(named)} is not the tunnel's host {tunnel!r}: "
                                "a tunnel serves the host it was opened for only")
         if not request.target.startswith(b"/") and request.target != b"*":
-            raise Refusal(400, f"{self.tunnel!r}: inside a tunnel, requests are in origin form (/path)")
-        return self.tunnel, request.target
+            raise Refusal(400, f"{tunnel!r}: inside a tunnel, requests are in origin form (/path)")
+        return tunnel, request.target
 
     def _plain_target(self, request: h11.Request) -> tuple[str, bytes]:
         try:
@@ -281,7 +284,7 @@ class _Session:
         if "@" in url.netloc:
             raise Refusal(400, "credentials in a URL are not forwarded")
         host, port = _split_authority(url.netloc)
-        host = self._check(host, port or PORTS["http"], PORTS["http"])
+        host = self._check(host, PORTS["http"] if port is None else port, PORTS["http"])
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         return host, path.encode("ascii")
 

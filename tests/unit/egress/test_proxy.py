@@ -152,6 +152,8 @@ async def test_a_permitted_name_that_resolves_to_loopback_is_refused(serve: Serv
 @pytest.mark.parametrize(("request_bytes", "port_text"), [
     (connect("api.test:8443"), b"port 8443"),
     (connect("plain.test:80"), b"port 80"),
+    (connect("api.test:0"), b"port 0"),
+    (b"GET http://plain.test:0/ HTTP/1.1\r\nHost: plain.test\r\n\r\n", b"port 0"),
     (b"GET http://plain.test:8080/ HTTP/1.1\r\nHost: plain.test:8080\r\n\r\n", b"port 8080"),
     (b"GET http://api.test:443/ HTTP/1.1\r\nHost: api.test:443\r\n\r\n", b"port 443"),
 ])
