@@ -26,6 +26,9 @@ PORTS = {"http": 80, "https": 443}
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# A value goes into HTTP header fields, where tab is the only control character allowed (and no space may end
+# one); a value that could not stand there would make the HTTP layer fail with the value in its message.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Names the container's own set-up depends on: a secret may not take them over.
 RESERVED_NAMES = frozenset({
     "PATH", "HOME", "USER", "SHELL", "TERM", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE",
@@ -175,9 +178,9 @@ def parse_policy(domains: list[str], secrets: list[tuple[str, str, str]], permit
                                "(letters, digits, _) that the container's set-up does not use", f"{field}.name")
         if name in names:
             raise InvalidInput(f"two secrets are named {name!r}", f"{field}.name")
-        if not value or len(value.encode()) > MAX_SECRET_BYTES or any(c in value for c in "\r\n\0"):
-            raise InvalidInput(f"a secret's value must be 1 to {MAX_SECRET_BYTES} bytes with no line breaks",
-                               f"{field}.value")
+        if not value or len(value.encode()) > MAX_SECRET_BYTES or _CONTROL.search(value) or value != value.strip():
+            raise InvalidInput(f"a secret's value must be 1 to {MAX_SECRET_BYTES} bytes with no line breaks, "
+                               "other control characters or surrounding spaces", f"{field}.value")
         names.add(name)
         parsed.append(Secret(pattern, name, value))
     return Policy(tuple(allowed), tuple(parsed))
