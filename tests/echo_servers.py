@@ -25,7 +25,7 @@ BIG = 1 << 20  # bytes of /big
 class _Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         if self.path.startswith("/big"):
             body = b"x" * BIG
             ctype = "application/octet-stream"
@@ -41,21 +41,21 @@ class _Echo(BaseHTTPRequestHandler):
 
     do_POST = do_GET  # noqa: N815
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
-class TestAuthority:
+class UpstreamAuthority:
     """A CA the proxy is told to trust (CELLBOX_EGRESS_CA_BUNDLE), and certificates from it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Cellbox tests' upstream CA")])
-        now = datetime.datetime.now(datetime.UTC)
+        now, day = datetime.datetime.now(datetime.UTC), datetime.timedelta(days=1)
         self._cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                       .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-                      .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                      .not_valid_before(now - day).not_valid_after(now + 30 * day)
                       .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                       .sign(self._key, hashes.SHA256()))
         self.bundle = directory / "upstream-ca.pem"

@@ -105,9 +105,8 @@ class Containers:
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
                            last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),
                            expiry_minutes=body.expires_after.minutes if body.expires_after else self._expiry_minutes)
-        if policy is not None:
-            row.network = ContainerNetworkRow(container_id=box.id, allowed_domains=policy.domains,
-                                              had_secrets=bool(policy.secrets))
+        row.network = None if policy is None else ContainerNetworkRow(  # set either way: never lazily loaded
+            container_id=box.id, allowed_domains=policy.domains, had_secrets=bool(policy.secrets))
         try:
             async with self._db.session() as session, session.begin():
                 session.add(row)

@@ -8,27 +8,30 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.echo_servers import BIG, TestAuthority, echo_server
+from tests.echo_servers import BIG, UpstreamAuthority, echo_server
 from tests.integration.api.server import Server, check_error, client, raw
+from tests.upstream import ScriptedUpstream
 
-SECRET = "s3cret-value-9f2c"  # noqa: S105 - a test's own
+SECRET = "s3cret-value-9f2c"
 MAX_BYTES = BIG // 2
 
 
 @pytest.fixture(scope="module")
-def net_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    certs = TestAuthority(tmp_path_factory.mktemp("upstream-certs"))
+def net_server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Server]:
+    certs = UpstreamAuthority(tmp_path_factory.mktemp("upstream-certs"))
     with contextlib.ExitStack() as stack:
         api = stack.enter_context(echo_server("api", certs.server_context("api.test")))
         other = stack.enter_context(echo_server("other", certs.server_context("other.test")))
         plain = stack.enter_context(echo_server("plain"))
         resolve = f"api.test=127.0.0.1:{api},other.test=127.0.0.1:{other},plain.test=127.0.0.1:{plain}"
         running = Server(tmp_path_factory.mktemp("net-data"), CELLBOX_EGRESS_PERMIT="*.test, localhost",
+                         CELLBOX_UPSTREAM_BASE_URL=upstream.url,
                          CELLBOX_EGRESS_RESOLVE=resolve, CELLBOX_EGRESS_CA_BUNDLE=str(certs.bundle),
                          CELLBOX_EGRESS_MAX_BYTES=str(MAX_BYTES)).start()
         running.echo_ports = (api, other, plain)  # type: ignore[attr-defined]
@@ -139,10 +142,13 @@ def test_everything_else_is_refused_with_a_reason(net_server: Server, box: str) 
 def test_the_byte_limit_cuts_a_download_and_refuses_the_next(net_server: Server, box: str) -> None:
     out = run(net_server, box, "import requests\ntry:\n    r = requests.get('https://api.test/big', timeout=60)\n"
               "    print('got', len(r.content))\nexcept requests.RequestException as exc:\n    print('cut:', exc)\n"
-              "r = requests.get('https://other.test/after', timeout=60)\nprint(r.status_code, r.text)\n")
+              "import urllib.request, urllib.error\ntry:\n    urllib.request.urlopen('http://plain.test/after')\n"
+              "except urllib.error.HTTPError as exc:\n    print(exc.code, exc.read().decode())\n")
     assert f"got {BIG}" not in out
-    assert "403" in out.splitlines()[-1]
-    assert "limit" in out.splitlines()[-1]
+    first, last = out.strip().splitlines()
+    assert first.startswith("cut:")
+    assert last.startswith("403")
+    assert "allowance of 524288 bytes" in last
 
 
 def test_the_operators_permit_list_and_bad_policies_are_400s(net_server: Server, server: Server) -> None:
@@ -172,3 +178,55 @@ def test_deleting_the_container_ends_its_egress(net_server: Server, net: openai.
         before = http.get("/health").json()["egress"]["containers"]
         net.containers.delete(made.id)
         assert http.get("/health").json()["egress"]["containers"] == before - 1
+
+
+def test_a_container_without_a_policy_has_no_way_out(net_server: Server, net: openai.OpenAI) -> None:
+    plain = net.containers.create(name="offline")
+    assert plain.network_policy is not None
+    assert plain.network_policy.type == "disabled"
+    out = run(net_server, plain.id, "import os, socket\nprint(os.environ.get('HTTPS_PROXY'))\ntry:\n"
+              "    socket.create_connection(('127.0.0.1', 3128), timeout=10)\nexcept OSError as exc:\n"
+              "    print('refused', exc.errno)\n")
+    assert out.split() == ["None", "refused", "111"]
+    net.containers.delete(plain.id)
+
+
+def test_an_auto_container_takes_the_tools_network_policy(net_server: Server, upstream: ScriptedUpstream,
+                                                         model: str) -> None:
+    code = "import requests\nprint(requests.get('https://api.test/auto').json()['server'])"
+    upstream.script(model, {"code": code}, {"text": "done"})
+    with client(net_server) as sdk:
+        answer = sdk.responses.create(model=model, input="call it", include=["code_interpreter_call.outputs"],
+                                      tools=[{"type": "code_interpreter", "container": {
+                                          "type": "auto", "network_policy": POLICY}}])  # type: ignore[list-item]
+        call = answer.output[0]
+        assert call.type == "code_interpreter_call"
+        assert call.outputs[0].logs == "api\n"  # type: ignore[index, union-attr]
+        shown = sdk.containers.retrieve(call.container_id)
+        assert shown.network_policy.allowed_domains == POLICY["allowed_domains"]  # type: ignore[union-attr]
+    bad = {"type": "allowlist", "allowed_domains": ["pypi.org"]}
+    with raw(net_server) as http:
+        refused = http.post("/v1/responses", json={"model": model, "input": "x", "tools": [
+            {"type": "code_interpreter", "container": {"type": "auto", "network_policy": bad}}]})
+    error = check_error(refused, 400, "not among the domains")
+    assert error["param"] == "tools.0.container.network_policy.allowed_domains.0"
+
+
+def test_after_a_restart_the_allowlist_comes_back_and_secrets_do_not(tmp_path: Path) -> None:
+    settings = {"CELLBOX_EGRESS_PERMIT": "*.test"}
+    server = Server(tmp_path, **settings).start()
+    try:
+        with client(server) as sdk:
+            kept = sdk.containers.create(name="kept", network_policy={  # type: ignore[arg-type]
+                "type": "allowlist", "allowed_domains": ["api.test"]})
+            secret = sdk.containers.create(name="secret", network_policy=POLICY | {  # type: ignore[arg-type]
+                "allowed_domains": ["api.test"]})
+        server.stop()
+        server.start()
+        with client(server) as sdk:
+            assert sdk.containers.retrieve(kept.id).status == "running"
+            assert sdk.containers.retrieve(secret.id).status == "expired"
+        out = run(server, kept.id, "import os\nprint(os.environ['HTTPS_PROXY'])")
+        assert out == "http://127.0.0.1:3128\n"
+    finally:
+        server.stop()
