@@ -80,7 +80,7 @@ def test_bad_input(http: httpx.Client) -> None:
     check_error(http.post("/v1/containers", json={"name": "x", "expires_after": {"anchor": "created_at",
                                                                                   "minutes": 5}}), 400, "anchor")
     error = check_error(http.post("/v1/containers", json={"name": "x", "network_policy": {
-        "type": "allowlist", "allowed_domains": ["example.com"]}}), 400, "not supported")
+        "type": "allowlist", "allowed_domains": ["example.com"]}}), 400, "network access is turned off")
     assert error["param"] == "network_policy"
     check_error(http.post("/v1/containers", json={"name": "x", "file_ids": ["file-missing"]}), 404, "no such file")
     check_error(http.get("/v1/containers/cntr_missing"), 404, "not found")

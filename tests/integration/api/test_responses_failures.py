@@ -211,7 +211,7 @@ def test_an_expired_auto_container_is_replaced_and_the_model_told(server: Server
      "cntr_nope"),
     ({"model": "m", "input": "x", "tools": [{"type": "code_interpreter", "container": {
         "type": "auto", "network_policy": {"type": "allowlist", "allowed_domains": ["pypi.org"]}}}]}, 400,
-     "allowlist"),
+     "network access is turned off"),
 ])
 def test_bad_requests_are_clear_4xx_errors(http: httpx.Client, body: dict[str, Any], status: int,
                                            fragment: str) -> None:
