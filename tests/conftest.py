@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.sandbox import Sandbox
+from tests.upstream import ScriptedUpstream
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,10 @@ async def box(engine: Engine) -> AsyncIterator[Sandbox]:
     yield sandbox
     if not sandbox.closed:
         await engine.destroy(sandbox.id)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ScriptedUpstream]:
+    """The model server every test's responses talk to; each test scripts replies under its own model name."""
+    with ScriptedUpstream() as running:
+        yield running

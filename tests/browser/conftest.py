@@ -38,12 +38,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream() as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Server]:
     """A server with API keys (the key is entered in the page)."""
     running = Server(tmp_path_factory.mktemp("browser-data"), CELLBOX_UPSTREAM_BASE_URL=upstream.url).start()

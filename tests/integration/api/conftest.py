@@ -12,13 +12,6 @@ from tests.upstream import ScriptedUpstream
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[ScriptedUpstream]:
-    """The model server every test's responses talk to; each test scripts replies under its own model name."""
-    with ScriptedUpstream() as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream) -> Iterator[Server]:
     running = Server(tmp_path_factory.mktemp("api-data"), CELLBOX_MAX_UPLOAD="4m",
                      CELLBOX_UPSTREAM_BASE_URL=upstream.url, CELLBOX_UPSTREAM_API_KEY="upstream-secret").start()
