@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from cellbox.errors import NotFound
 from cellbox.store.db import Database
@@ -14,6 +14,7 @@ from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
 
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
+_RESPONSE = select(ResponseRow).where(ResponseRow.id == bindparam("rid"), ResponseRow.project == bindparam("project"))
 
 
 @dataclass
@@ -66,8 +67,7 @@ class History:
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
         async with self._db.session() as session:
-            row = (await session.execute(select(ResponseRow).where(
-                ResponseRow.id == rid, ResponseRow.project == project))).scalar_one_or_none()
+            row = (await session.execute(_RESPONSE, {"rid": rid, "project": project})).scalar_one_or_none()
         if row is None:
             raise NotFound(f"Response with id '{rid}' not found.", param)
         return row
