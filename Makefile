@@ -42,7 +42,7 @@ test-loaded: lint
 		trap "kill $$a $$b" EXIT; $(BIN)/pytest'
 
 bench: setup
-	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -72,8 +75,9 @@ async def floor_samples(base: str, count: int) -> list[float]:
         return samples
 
 
-def measure_floor(quick: bool) -> None:
-    """The same-run baseline: a trivial ASGI app's round trip under the same server stack."""
+@contextlib.contextmanager
+def trivial_server() -> Iterator[str]:
+    """The floor's server: the trivial ASGI app under the same uvicorn (uvloop, httptools); yields its base URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cellbox-floor-") as where:
         with open(os.path.join(where, "trivial.py"), "w") as f:
@@ -82,10 +86,16 @@ def measure_floor(quick: bool) -> None:
                                    "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
                                   cwd=where, stderr=subprocess.DEVNULL)
         try:
-            samples = asyncio.run(floor_samples(f"http://127.0.0.1:{port}", 200 if quick else 1000))
+            yield f"http://127.0.0.1:{port}"
         finally:
             server.terminate()
             server.wait(30)
+
+
+def measure_floor(quick: bool) -> None:
+    """The same-run baseline: a trivial ASGI app's round trip under the same server stack."""
+    with trivial_server() as base:
+        samples = asyncio.run(floor_samples(base, 200 if quick else 1000))
     print(f"baseline: trivial ASGI POST      {percentiles(samples)}")
     FLOOR.append(statistics.median(samples))
 
@@ -193,17 +203,21 @@ async def burst_alone(base: str, sessions: list[httpx.AsyncClient]) -> None:
     await asyncio.gather(*(sessions[0].delete(f"/v1/containers/{cid}") for _, cid in results))
 
 
-async def burst_with_executions(base: str, sessions: list[httpx.AsyncClient], runs: int) -> None:
-    """Every client creates a container and runs executions on it: creates compete with other clients' runs."""
+async def burst_with_executions(base: str, sessions: list[httpx.AsyncClient], runs: int) -> dict[str, Any]:
+    """Every client creates a container and runs executions on it: creates compete with other clients' runs.
+    Returns the samples, and how many executions finished while some create was still waiting."""
     errors = 0
     latencies: list[float] = []
     creates: list[float] = []
+    finished: list[float] = []  # when each execution ended
+    last_create = 0.0  # when the slowest create ended
 
     async def one_client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
+        nonlocal errors, last_create
         start = time.perf_counter()
         response = await http.post("/v1/containers", json={"name": "load"})
         creates.append(time.perf_counter() - start)
+        last_create = max(last_create, time.perf_counter())
         if response.status_code != 200:
             errors += 1
             return
@@ -212,6 +226,7 @@ async def burst_with_executions(base: str, sessions: list[httpx.AsyncClient], ru
             start = time.perf_counter()
             result = await http.post(f"/v1/containers/{cid}/execute", json={"code": f"{i}*2"})
             latencies.append(time.perf_counter() - start)
+            finished.append(time.perf_counter())
             if result.status_code != 200 or result.json()["outputs"] != [{"type": "logs", "logs": f"{i*2}\n"}]:
                 errors += 1
         await http.delete(f"/v1/containers/{cid}")
@@ -224,6 +239,9 @@ async def burst_with_executions(base: str, sessions: list[httpx.AsyncClient], ru
     print(f"{len(sessions)} clients x {runs} executions: {total / elapsed:7.1f} executions/s over {elapsed:.2f} s, "
           f"errors {errors}; per execution {percentiles(latencies)}")
     print(f"create container (HTTP), {len(sessions)} at once, with executions {percentiles(creates)}")
+    flowing = sum(1 for t in finished if t < last_create)
+    return {"creates": creates, "latencies": latencies, "errors": errors, "rate": total / elapsed,
+            "executions_while_creates_waited": flowing}
 
 
 def main() -> None:

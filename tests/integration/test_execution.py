@@ -94,6 +94,23 @@ async def test_figures_come_back_as_png_without_savefig_and_are_closed(box: Sand
     assert again.outputs[-1].data["text/plain"] == "0"
 
 
+async def test_the_templates_warm_up_figure_leaves_nothing_behind(box: Sandbox) -> None:
+    """The template draws a throwaway figure before it forks (so first plots are cheaper) and turns pyplot's redraw
+    after each cell off (the inline backend draws anyway): a container sees no figure, no used figure number, no
+    execution, and the same PNG for its first plot as for a later one."""
+    state = await box.run("import matplotlib.pyplot as plt\n"
+                          "hooks = [f.__name__ for f in get_ipython().events.callbacks['post_execute']]\n"
+                          "plt.get_fignums(), '_draw_all_if_interactive' in hooks")
+    assert state.outputs[-1].data["text/plain"] == "([], False)"
+    assert state.execution_count == 1
+    plot = "plt.figure(figsize=(3, 2)).gca().plot([1, 2, 3]); plt.gcf().number"
+    first, second = await box.run(plot), await box.run(plot)
+    numbers = [next(o.data["text/plain"] for o in run.outputs if isinstance(o, Result)) for run in (first, second)]
+    assert numbers == ["1", "1"]
+    assert len(first.images) == 1
+    assert first.images == second.images  # byte for byte
+
+
 async def test_plt_show_displays_without_warnings(box: Sandbox) -> None:
     result = await box.run("import matplotlib.pyplot as plt\nplt.plot([3, 1]); plt.show()")
     assert result.ok

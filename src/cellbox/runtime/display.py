@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +42,30 @@ def mime_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
             value = base64.b64encode(value).decode("ascii")
         bundle[mime] = value
     return bundle
+
+
+def quiet_pyplot() -> None:
+    """Stop pyplot redrawing every changed figure after each cell: that is for GUI windows. An inline figure is
+    drawn to PNG right after by the backend anyway, so that draw, a third of a small plot's time, was thrown away
+    (BENCHMARKS.md, stop 8). The PNGs are the same bytes. ``plt.ion()`` puts it back, as in matplotlib."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.uninstall_repl_displayhook()
+
+
+def warm_figures() -> None:
+    """In the template: draw one throwaway figure to PNG the way an inline figure is drawn, so the one-time work
+    of a process's first figure (Agg, text layout, the PNG writer, the tight bounding box) is done before the
+    fork, not in every container's first plot. Without pyplot: no figure number is used and nothing is left
+    for a container to see."""
+    if "matplotlib.pyplot" not in sys.modules:
+        return  # not preloaded: containers pay for matplotlib when they import it, and for this with it
+    from IPython.core.pylabtools import print_figure
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.add_subplot().plot([1, 2, 3])
+    print_figure(figure, "png", bbox_inches="tight")
 
 
 class Publisher(DisplayPublisher):

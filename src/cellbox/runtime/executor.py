@@ -15,7 +15,7 @@ from IPython.core.profiledir import ProfileDir
 from traitlets import Type
 from traitlets.config import Config
 
-from cellbox.runtime.display import Publisher, ResultHook, strip_ansi
+from cellbox.runtime.display import Publisher, ResultHook, quiet_pyplot, strip_ansi, warm_figures
 from cellbox.runtime.protocol import DONE, ERROR, Message
 from cellbox.runtime.streams import FdPump, Outbox, OutputStream, StreamSink
 
@@ -48,6 +48,8 @@ def build_shell() -> CellShell:
     except ImportError:
         return shell
     shell.enable_matplotlib("inline")  # figures come back as PNG after each cell, as in a notebook
+    quiet_pyplot()
+    warm_figures()
     return shell
 
 

@@ -1,7 +1,8 @@
 """API keys: each belongs to a project; only a SHA-256 of the key is stored. And a per-project rate limit.
 
 What the keys say is read again every ``RECHECK`` seconds, so a key made with `cellbox keys create` while the
-server runs takes effect at once-ish: an open-mode server starts requiring keys within seconds.
+server runs takes effect at once-ish: an open-mode server starts requiring keys within seconds, and a key revoked by
+`cellbox keys revoke` (another process) stops working within seconds. A revoke in this process is at once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 import time
 from collections import deque
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from cellbox.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
 from cellbox.ids import now
@@ -21,6 +22,8 @@ from cellbox.store.tables import ApiKey
 OPEN_PROJECT = "default"
 RECHECK = 5.0  # seconds a key count or a key's project is trusted without asking the database again
 KEY_ID_LENGTH = 12  # hex characters of a key's hash shown as its id
+CACHED_KEYS = 1024  # known keys remembered between reads; the least recently read goes first beyond that
+_PROJECT_OF = select(ApiKey.project).where(ApiKey.hash == bindparam("digest"))  # built once: it runs often
 
 
 def hash_key(key: str) -> str:
@@ -43,7 +46,7 @@ class Keys:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._projects: dict[str, tuple[str, float]] = {}  # digest -> (project, when it was read); known keys only
+        self._projects: dict[str, tuple[str, float]] = {}  # digest -> (project, when read); known keys, oldest first
         self._open: tuple[bool, float] = (False, -RECHECK)
 
     async def start(self, seed: str) -> None:
@@ -89,7 +92,8 @@ class Keys:
                 raise (NotFound(f"no key with id {key_id}", "key_id") if not rows else
                        InvalidInput(f"{len(rows)} keys start with {key_id}: give more of the id", "key_id"))
             await session.delete(rows[0])
-            return rows[0].project
+        self._projects.pop(rows[0].hash, None)
+        return rows[0].project
 
     async def project_for(self, authorization: str | None) -> str:
         if await self.open_mode():
@@ -101,13 +105,24 @@ class Keys:
         project, read_at = self._projects.get(digest, ("", -RECHECK))
         if time.monotonic() - read_at >= RECHECK:
             async with self._db.session() as session:
-                found = (await session.execute(select(ApiKey.project).where(ApiKey.hash == digest))).scalar()
+                found = (await session.execute(_PROJECT_OF, {"digest": digest})).scalar()
             if found is None:
                 self._projects.pop(digest, None)
                 raise Unauthenticated("Incorrect API key provided.")
             project = found
-            self._projects[digest] = (project, time.monotonic())
+            self._remember(digest, project)
         return project
+
+    def _remember(self, digest: str, project: str) -> None:
+        self._projects.pop(digest, None)  # to the end: the most recently read
+        self._projects[digest] = (project, time.monotonic())
+        while len(self._projects) > CACHED_KEYS:
+            del self._projects[next(iter(self._projects))]
+
+    @property
+    def cached(self) -> int:
+        """How many keys are remembered (for tests and diagnostics)."""
+        return len(self._projects)
 
 
 class RateLimiter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cellbox.errors import InvalidInput, NotFound
 from cellbox.ids import file_id, now
@@ -16,6 +16,8 @@ from cellbox.store.blobs import Blobs
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import FileRow
+
+_FILE = select(FileRow).where(FileRow.id == bindparam("fid"), FileRow.project == bindparam("project"))  # built once
 
 
 class Files:
@@ -47,8 +49,7 @@ class Files:
 
     async def get(self, project: str, fid: str) -> FileRow:
         async with self._db.session() as session:
-            row = (await session.execute(
-                select(FileRow).where(FileRow.id == fid, FileRow.project == project))).scalar_one_or_none()
+            row = (await session.execute(_FILE, {"fid": fid, "project": project})).scalar_one_or_none()
         if row is None or (row.expires_at is not None and row.expires_at <= now()):
             raise NotFound(f"No such File object: {fid}", "file_id")
         return row

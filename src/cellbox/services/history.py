@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.exc import NoResultFound
 
 from cellbox.errors import NotFound
 from cellbox.store.db import Database
@@ -14,6 +15,7 @@ from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
 
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
+_RESPONSE = select(ResponseRow).where(ResponseRow.id == bindparam("rid"), ResponseRow.project == bindparam("project"))
 
 
 @dataclass
@@ -29,23 +31,32 @@ class History:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def begin(self, project: str, response: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
-        row = ResponseRow(id=response["id"], project=project, created_at=response["created_at"],
-                          status=response["status"], previous_response_id=response.get("previous_response_id"),
-                          body={"response": response, "tool_results": {}})
-        async with self._db.session() as session, session.begin():
-            session.add(row)
-            await session.flush()
-            session.add_all(ResponseItemRow(id=item["id"], response_id=row.id, body=item) for item in inputs)
-            session.add_all(StoredItemRow(id=item["id"], project=project, response_id=row.id, body=item)
-                            for item in inputs)
+    # begin and finish run on every stored response: plain INSERT and UPDATE statements, one round each, rather
+    # than the ORM's unit of work around objects nobody reads again (it cost 3-4 ms a write; BENCHMARKS.md, stop 8).
 
-    async def finish(self, response: dict[str, Any], tool_results: dict[str, str]) -> None:
+    async def begin(self, project: str, response: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
+        rid = response["id"]
         async with self._db.session() as session, session.begin():
-            row = (await session.execute(select(ResponseRow).where(ResponseRow.id == response["id"]))).scalar_one()
-            row.status, row.body = response["status"], {"response": response, "tool_results": tool_results}
-            session.add_all(StoredItemRow(id=item["id"], project=row.project, response_id=row.id, body=item)
-                            for item in response.get("output") or [])
+            await session.execute(insert(ResponseRow).values(
+                id=rid, project=project, created_at=response["created_at"], status=response["status"],
+                previous_response_id=response.get("previous_response_id"),
+                body={"response": response, "tool_results": {}}))
+            if inputs:
+                await session.execute(insert(ResponseItemRow), [
+                    {"id": item["id"], "response_id": rid, "body": item} for item in inputs])
+                await session.execute(insert(StoredItemRow), [
+                    {"id": item["id"], "project": project, "response_id": rid, "body": item} for item in inputs])
+
+    async def finish(self, project: str, response: dict[str, Any], tool_results: dict[str, str]) -> None:
+        rid, outputs = response["id"], response.get("output") or []
+        async with self._db.session() as session, session.begin():
+            done = await session.execute(update(ResponseRow).where(ResponseRow.id == rid).values(
+                status=response["status"], body={"response": response, "tool_results": tool_results}))
+            if not done.rowcount:  # type: ignore[attr-defined]
+                raise NoResultFound(f"no stored response {rid}")  # deleted meanwhile, as a read would have found
+            if outputs:
+                await session.execute(insert(StoredItemRow), [
+                    {"id": item["id"], "project": project, "response_id": rid, "body": item} for item in outputs])
 
     async def fail_unfinished(self) -> int:
         """At start: responses a stopped server left queued or in progress end ``failed`` and say why."""
@@ -66,8 +77,7 @@ class History:
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
         async with self._db.session() as session:
-            row = (await session.execute(select(ResponseRow).where(
-                ResponseRow.id == rid, ResponseRow.project == project))).scalar_one_or_none()
+            row = (await session.execute(_RESPONSE, {"rid": rid, "project": project})).scalar_one_or_none()
         if row is None:
             raise NotFound(f"Response with id '{rid}' not found.", param)
         return row

@@ -552,7 +552,7 @@ class Responses:
 
     async def _finish(self, run: Run) -> None:
         if run.body.store:
-            await self._history.finish(run.response.model_dump(), run.tool_results)
+            await self._history.finish(run.project, run.response.model_dump(), run.tool_results)
         if run.conversation_id is not None:
             outputs = [item.model_dump() for item in run.response.output]
             with contextlib.suppress(NotFound):  # the conversation was deleted meanwhile: nothing to add to

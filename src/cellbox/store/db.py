@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
+from cellbox.store.sqlite import OneHopDBAPI
 from cellbox.store.tables import Base
 
 
@@ -47,7 +48,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        # SQLite through aiosqlite: one worker-thread hop per statement (store/sqlite.py) instead of six a session.
+        driver = {"module": OneHopDBAPI()} if url.startswith("sqlite+aiosqlite") else {}
+        self.engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"), **driver)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,24 @@ def test_a_key_created_while_serving_ends_open_mode(tmp_path: Path) -> None:
             assert keyed.get("/v1/containers").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_key_revoked_while_serving_stops_working(server: Server) -> None:
+    """The server remembers keys it has read; `cellbox keys revoke` (another process) must still end one."""
+    cli = [sys.executable, "-m", "cellbox.cli", "keys"]
+    made = subprocess.run([*cli, "create", "--project", "revoked", "--data-dir", str(server.data_dir)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    with raw(server, key=key) as keyed:
+        for _ in range(3):  # read, then served from what the server remembers
+            assert keyed.get("/v1/containers").status_code == 200
+        key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+        revoked = subprocess.run([*cli, "revoke", key_id, "--data-dir", str(server.data_dir)],
+                                 capture_output=True, text=True, timeout=60)
+        assert revoked.returncode == 0, revoked.stderr
+        until(lambda: keyed.get("/v1/containers").status_code == 401, "the server to re-read its keys")
+        check_error(keyed.get("/v1/containers"), 401, "incorrect api key")
+        check_error(keyed.post("/v1/containers", json={"name": "after"}), 401, "incorrect api key")
+    with raw(server) as others:  # the seeded keys are untouched
+        assert others.get("/v1/containers").status_code == 200

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from cellbox.api.answers import answer
 from cellbox.api.deps import After, Order, Project, Svc, list_page
 from cellbox.api.errors import describe
 from cellbox.api.sse import event
@@ -79,11 +80,11 @@ async def _sse(updates: AsyncIterator[Update]) -> AsyncIterator[bytes]:
     "model": Execution, "description": "The finished execution; with `stream: true`, server-sent events instead: "
     "`output` (a logs or image item) as the code produces it, then `done` (this object) or `error`."}})
 async def execute(container_id: str, body: ExecuteRequest, svc: Svc,
-                  project: Project) -> Execution | StreamingResponse:
+                  project: Project) -> JSONResponse | StreamingResponse:
     """Cellbox extension (not an OpenAI path): run code in the container, get ``logs``/``image`` outputs and the
     files the run created or changed; with ``stream: true`` the outputs arrive as server-sent events."""
     if not body.stream:
-        return await svc.executions.run(project, container_id, body.code, body.timeout)
+        return answer(await svc.executions.run(project, container_id, body.code, body.timeout))
     await svc.containers.sandbox(project, container_id)  # unknown or expired: a plain 4xx, not a stream
     updates = svc.executions.stream(project, container_id, body.code, body.timeout)
     return StreamingResponse(_sse(updates), media_type="text/event-stream")

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from cellbox.api.answers import answer
 from cellbox.api.deps import After, Order, Project, Svc, list_page
 from cellbox.api.sse import event
 from cellbox.errors import InvalidInput
@@ -38,15 +39,15 @@ def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 @router.post("/responses", response_model=None)
-async def create_response(body: CreateResponse, svc: Svc, project: Project) -> dict[str, Any] | StreamingResponse:
+async def create_response(body: CreateResponse, svc: Svc, project: Project) -> JSONResponse | StreamingResponse:
     if body.background:
         run: Run = await svc.responses.start(project, body)
         queued = await svc.background.start(run)
         if not body.stream:
-            return shown_response(queued, body.include)
+            return answer(shown_response(queued, body.include))
         return _streaming(await svc.background.stream(project, run.response.id))
     if not body.stream:
-        return await svc.responses.create(project, body)
+        return answer(await svc.responses.create(project, body))
     run = await svc.responses.start(project, body)  # a bad request is a plain 4xx, before the stream
     return _streaming(svc.responses.events(run))
 
@@ -54,15 +55,15 @@ async def create_response(body: CreateResponse, svc: Svc, project: Project) -> d
 @router.get("/responses/{response_id}", response_model=None)
 async def retrieve_response(response_id: str, request: Request, svc: Svc, project: Project,
                             stream: Annotated[bool, Query()] = False,
-                            starting_after: Annotated[int, Query(ge=-1)] = -1) -> dict[str, Any] | StreamingResponse:
+                            starting_after: Annotated[int, Query(ge=-1)] = -1) -> JSONResponse | StreamingResponse:
     """A stored response; one running in the background as it stands now, or (``stream=true``) its events after
     ``starting_after``, then the rest as they come."""
     if stream:
         return _streaming(await svc.background.stream(project, response_id, starting_after))
     include = include_of(request)
     live = svc.background.snapshot(project, response_id)
-    return shown_response(live, include) if live is not None else await svc.responses.get(project, response_id,
-                                                                                           include)
+    return answer(shown_response(live, include) if live is not None
+                  else await svc.responses.get(project, response_id, include))
 
 
 @router.delete("/responses/{response_id}")
