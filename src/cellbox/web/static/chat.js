@@ -177,6 +177,8 @@ export function startChat({ onError, onContainer }) {
   let busy = false;
 
   model.value = localStorage.getItem("cellbox.model") || "";
+  let touched = false;
+  model.addEventListener("input", () => { touched = true; });
   model.addEventListener("change", () => localStorage.setItem("cellbox.model", model.value.trim()));
 
   const drawChips = () => chips.replaceChildren(...pending.map((file, i) =>
@@ -256,7 +258,10 @@ export function startChat({ onError, onContainer }) {
       try {
         const known = await get("/v1/models");
         $("models").replaceChildren(...known.data.map((m) => el("option", { value: m.id })));
-        if (!model.value && known.data.length) model.value = known.data[0].id;
+        // Offer the first model only in a field nobody is typing in (or has typed in).
+        if (!model.value && !touched && document.activeElement !== model && known.data.length) {
+          model.value = known.data[0].id;
+        }
       } catch {
         // without a key yet, or no model server: the model is typed, and the first turn says what is wrong
       }
