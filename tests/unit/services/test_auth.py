@@ -1,12 +1,14 @@
-"""The rate limiter: a window per project, bounded memory."""
+"""Keys and the rate limiter: keys remembered boundedly, a revoked key stops working; a window per project,
+bounded memory."""
 
 from __future__ import annotations
 
 import pytest
 
-from cellbox.errors import RateLimited
+from cellbox.errors import RateLimited, Unauthenticated
 from cellbox.services import auth
-from cellbox.services.auth import RateLimiter
+from cellbox.services.auth import RECHECK, Keys, RateLimiter, hash_key
+from cellbox.store.db import Database
 
 
 class Clock:
@@ -50,3 +52,40 @@ def test_no_limit_tracks_nothing(clock: Clock) -> None:
     for i in range(100):
         limiter.check(f"p{i}")
     assert limiter.tracked == 0
+
+
+async def test_a_key_revoked_by_this_process_stops_working_at_once(db: Database, clock: Clock) -> None:
+    keys = Keys(db)
+    key = await keys.create("team")
+    assert await keys.project_for(f"Bearer {key}") == "team"  # remembered from now on
+    await keys.revoke(hash_key(key)[:12])
+    with pytest.raises(Unauthenticated):
+        await keys.project_for(f"Bearer {key}")  # the clock has not moved: no re-read needed
+
+
+async def test_a_key_revoked_elsewhere_stops_working_once_the_keys_are_read_again(db: Database,
+                                                                                  clock: Clock) -> None:
+    serving, cli = Keys(db), Keys(db)  # the server's view, and `cellbox keys revoke` in another process
+    key = await cli.create("team")
+    await cli.create("others")  # a key remains: the server stays out of open mode
+    assert await serving.project_for(f"Bearer {key}") == "team"
+    await cli.revoke(hash_key(key)[:12])
+    clock.now += RECHECK
+    with pytest.raises(Unauthenticated):
+        await serving.project_for(f"Bearer {key}")
+    assert serving.cached == 0
+
+
+async def test_the_remembered_keys_are_bounded_and_unknown_keys_are_never_remembered(
+        db: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "CACHED_KEYS", 3)
+    keys = Keys(db)
+    made = [await keys.create(f"p{i}") for i in range(6)]
+    for _ in range(2):
+        for i, key in enumerate(made):
+            assert await keys.project_for(f"Bearer {key}") == f"p{i}"
+            assert keys.cached <= 3
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            await keys.project_for("Bearer cb-not-a-key")
+    assert keys.cached == 3

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -14,14 +12,6 @@ from sqlalchemy import delete, func, select, update
 from cellbox.errors import InvalidInput, NotFound
 from cellbox.store.db import Database
 from cellbox.store.tables import ApiKey, ContainerFileRow, ContainerRow
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'cellbox.db'}")
-    await database.create_schema()
-    yield database
-    await database.aclose()
 
 
 @pytest.fixture
