@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -85,15 +84,6 @@ def _settings(**overrides: object) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _key_count(settings: Settings) -> int:
     db = Database(settings.database)
     try:
@@ -114,7 +104,7 @@ def _serve(args: argparse.Namespace) -> None:
     except DataDirInUse as exc:
         _fail(str(exc), EXIT_IN_USE)
     keys = asyncio.run(_key_count(settings))
-    if not keys and not _is_loopback(settings.host):
+    if not keys and not settings.loopback_only:
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from pathlib import Path
@@ -98,6 +99,16 @@ class Settings(BaseSettings):
             raise ValueError(f"sandbox_id_count ({self.sandbox_id_count}) must be at least the warm pool "
                              f"({self.warm_pool}) plus 2, or no container could be handed out while the pool refills")
         return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether `cellbox serve` binds a loopback address only: the one case where open mode (no keys) may be."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def aliases(self) -> dict[str, str]:

@@ -146,3 +146,10 @@ def test_bad_sizes_surface_as_invalid_input(env: pytest.MonkeyPatch) -> None:
     settings = Settings()
     with pytest.raises(InvalidInput, match="memory limit"):
         _ = settings.memory_bytes
+
+
+@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.9.0.1", True), ("::1", True),
+                                                ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                                ("10.1.2.3", False), ("cellbox.example", False)])
+def test_only_a_loopback_bind_counts_as_loopback_only(host: str, loopback: bool) -> None:
+    assert Settings(host=host).loopback_only is loopback

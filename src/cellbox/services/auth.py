@@ -3,11 +3,16 @@
 What the keys say is read again every ``RECHECK`` seconds, so a key made with `cellbox keys create` while the
 server runs takes effect at once-ish: an open-mode server starts requiring keys within seconds, and a key revoked by
 `cellbox keys revoke` (another process) stops working within seconds. A revoke in this process is at once.
+
+Open mode exists only on a loopback bind. A server bound beyond loopback whose last key is revoked does not fall
+back to it (a direct client can send any Host header, so the Host check alone could not keep it local): it
+refuses every request until a key exists again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections import deque
@@ -18,6 +23,8 @@ from cellbox.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
 from cellbox.ids import now
 from cellbox.store.db import Database
 from cellbox.store.tables import ApiKey
+
+log = logging.getLogger(__name__)
 
 OPEN_PROJECT = "default"
 RECHECK = 5.0  # seconds a key count or a key's project is trusted without asking the database again
@@ -44,10 +51,11 @@ def parse_seed(text: str) -> dict[str, str]:
 class Keys:
     """Who is calling: a key's project, or the open local mode while no key exists at all."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, open_allowed: bool = True) -> None:
         self._db = db
+        self._open_allowed = open_allowed  # False beyond loopback: no keys then means no access at all
         self._projects: dict[str, tuple[str, float]] = {}  # digest -> (project, when read); known keys, oldest first
-        self._open: tuple[bool, float] = (False, -RECHECK)
+        self._keyless: tuple[bool, float] = (False, -RECHECK)
 
     async def start(self, seed: str) -> None:
         async with self._db.session() as session, session.begin():
@@ -59,12 +67,18 @@ class Keys:
             return int((await session.execute(select(func.count()).select_from(ApiKey))).scalar_one())
 
     async def open_mode(self) -> bool:
-        """True while no key exists: every caller is the one local project."""
-        is_open, read_at = self._open
+        """True while no key exists on a loopback-only server: every caller is the one local project."""
+        return self._open_allowed and await self._no_keys()
+
+    async def _no_keys(self) -> bool:
+        keyless, read_at = self._keyless
         if time.monotonic() - read_at >= RECHECK:
-            is_open = not await self.count()
-            self._open = (is_open, time.monotonic())
-        return is_open
+            keyless = not await self.count()
+            if keyless and not self._open_allowed and not self._keyless[0]:
+                log.warning("no API key is left and this server is bound beyond loopback: it refuses every "
+                            "request until `cellbox keys create` makes one")
+            self._keyless = (keyless, time.monotonic())
+        return keyless
 
     async def create(self, project: str) -> str:
         """A new key for ``project``; the key itself is returned once and never stored."""
@@ -96,8 +110,11 @@ class Keys:
         return rows[0].project
 
     async def project_for(self, authorization: str | None) -> str:
-        if await self.open_mode():
-            return OPEN_PROJECT
+        if await self._no_keys():
+            if self._open_allowed:
+                return OPEN_PROJECT
+            raise Unauthenticated("This server has no API keys and is not bound to loopback only, so it answers "
+                                  "no one: its operator must create a key (`cellbox keys create --project NAME`).")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("Missing API key: send 'Authorization: Bearer <key>'.")

@@ -31,7 +31,7 @@ class Services:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = Database(settings.database)
         self.engine = Engine(settings)
-        self.keys = Keys(self.db)
+        self.keys = Keys(self.db, open_allowed=settings.loopback_only)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.metrics = Metrics()
         self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes, self.metrics)

@@ -89,3 +89,25 @@ async def test_the_remembered_keys_are_bounded_and_unknown_keys_are_never_rememb
         with pytest.raises(Unauthenticated):
             await keys.project_for("Bearer cb-not-a-key")
     assert keys.cached == 3
+
+
+async def test_revoking_the_last_key_of_a_server_bound_beyond_loopback_opens_nothing(db: Database,
+                                                                                   clock: Clock) -> None:
+    keys = Keys(db, open_allowed=False)  # `cellbox serve --host 0.0.0.0`
+    key = await keys.create("team")
+    assert await keys.project_for(f"Bearer {key}") == "team"
+    await Keys(db).revoke(hash_key(key)[:12])  # `cellbox keys revoke` in another process: no key is left
+    clock.now += RECHECK
+    assert not await keys.open_mode()
+    for authorization in (None, "Bearer anything", f"Bearer {key}"):
+        with pytest.raises(Unauthenticated, match="no API keys"):
+            await keys.project_for(authorization)
+    fresh = await Keys(db).create("team")
+    clock.now += RECHECK
+    assert await keys.project_for(f"Bearer {fresh}") == "team"
+
+
+async def test_a_loopback_server_without_keys_is_open(db: Database, clock: Clock) -> None:
+    keys = Keys(db, open_allowed=True)
+    assert await keys.open_mode()
+    assert await keys.project_for(None) == auth.OPEN_PROJECT
