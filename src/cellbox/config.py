@@ -90,6 +90,10 @@ class Settings(BaseSettings):
                                   "directions, over its life.")
     egress_max_connections: int = Field(16, ge=1, le=1024, description="Connections through the egress proxy one "
                                         "container may have open at once.")
+    pip_index_url: str = Field("", description="The package index every container's pip uses (an internal index "
+                               "or mirror, e.g. 'https://pypi.internal/simple'); its host is then allowed in every "
+                               "allowlist. Default port only: map another address or port with "
+                               "CELLBOX_EGRESS_RESOLVE.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from cellbox.errors import InvalidInput
 
@@ -131,6 +132,26 @@ class Policy:
     def domains(self) -> list[str]:
         """What the container object shows (never the secrets)."""
         return [str(p) for p in self.allowed]
+
+
+def index_host(url: str) -> Pattern:
+    """The host of the operator's ``CELLBOX_PIP_INDEX_URL``, an http(s) URL on its scheme's own port (the proxy's
+    only ports; CELLBOX_EGRESS_RESOLVE maps a name to another address and port)."""
+    where = "CELLBOX_PIP_INDEX_URL"
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{where} {url!r} must be an http:// or https:// URL with a host name")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"{where} {url!r} has an invalid port") from exc
+    if port not in (None, PORTS[parts.scheme]) or parts.username or parts.password:
+        raise InvalidInput(f"{where} {url!r}: no credentials and no port but {PORTS[parts.scheme]} (the egress "
+                           "proxy's); map the name to another address and port with CELLBOX_EGRESS_RESOLVE")
+    try:
+        return Pattern.parse(parts.hostname)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc
 
 
 def parse_permit(text: str) -> tuple[Pattern, ...]:

@@ -24,6 +24,8 @@ from cellbox.errors import InvalidInput, NotFound
 from cellbox.sandbox.events import ChangedFile
 
 MOUNT_POINT = "/mnt/data"
+# /mnt/data/.cellbox is Cellbox's own (the packages pip installs): never scanned, never a container file.
+RESERVED = ".cellbox"
 # What one scan may cost the server, however the tenant shapes its workspace (see README, Isolation).
 MAX_SCAN_ENTRIES = 20_000  # files and directories seen
 MAX_SCAN_DEPTH = 32  # directory levels: also the most descriptors a scan holds at once
@@ -74,6 +76,8 @@ def relative_path(path: str) -> PurePosixPath:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise InvalidInput(f"file path {path!r} must name a file inside {MOUNT_POINT}", "path")
+    if parts[0] == RESERVED:
+        raise InvalidInput(f"{MOUNT_POINT}/{RESERVED} is reserved for the packages pip installs", "path")
     return PurePosixPath(*parts)
 
 
@@ -319,7 +323,7 @@ class _Walk:
         for name, info in entries:
             if stat.S_ISREG(info.st_mode):
                 self.found[prefix + name] = FileState(info.st_size, info.st_mtime_ns, info.st_ino)
-            elif stat.S_ISDIR(info.st_mode) and self.limit is None:
+            elif stat.S_ISDIR(info.st_mode) and self.limit is None and (prefix or name != RESERVED):
                 self._descend(prefix + name + "/", name, fd, depth + 1)
 
     def _descend(self, prefix: str, name: str, parent: int, depth: int) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from cellbox.runtime.executor import Executor, build_shell
 from cellbox.runtime.main import serve
+from cellbox.runtime.packages import use_installed_packages
 from cellbox.runtime.protocol import FATAL, encode
 from cellbox.sandbox import confine
 
@@ -51,6 +52,7 @@ def _kernel(channel_fd: int, spec: dict[str, Any], executor: Executor) -> None:
     os.environ.clear()
     os.environ.update(spec["env"])
     sys.path.insert(0, "")  # modules in /mnt/data import, as in a notebook
+    use_installed_packages()
     executor.settle_in(spec["env"]["HOME"])
     numpy = sys.modules.get("numpy")
     if numpy is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from cellbox.config import Settings
 from cellbox.egress.authority import Authority
-from cellbox.egress.policy import Policy, parse_permit, parse_policy
+from cellbox.egress.policy import Pattern, Policy, index_host, parse_permit, parse_policy
 from cellbox.egress.proxy import Grant, Proxy
 from cellbox.errors import InvalidInput
 from cellbox.sandbox.outside import Outside
@@ -36,7 +36,10 @@ def _variables(proxy: str) -> dict[str, str]:
 
 class Egress:
     def __init__(self, settings: Settings) -> None:
-        self.permit = parse_permit(settings.egress_permit)
+        self._index_url = settings.pip_index_url.strip()
+        self._index: Pattern | None = index_host(self._index_url) if self._index_url else None
+        # The operator named the index, so tenants may name it too; it is also in every allowlist (``outside``).
+        self.permit = parse_permit(settings.egress_permit) + ((self._index,) if self._index else ())
         self._settings = settings
         self._mappings = settings.egress_mappings
         self._max_bytes = settings.egress_max_bytes_value
@@ -75,8 +78,15 @@ class Egress:
         """The grant for a new container, and what its sandbox needs to use it."""
         assert self._authority is not None
         placeholders = {f"cellbox-secret-{secrets.token_hex(16)}": s for s in policy.secrets}
+        env = _variables(f"http://127.0.0.1:{PORT}")
+        if self._index is not None:
+            if self._index not in policy.allowed:
+                policy = Policy((*policy.allowed, self._index), policy.secrets)
+            env["PIP_INDEX_URL"] = self._index_url
+            if self._index_url.startswith("http:"):
+                env["PIP_TRUSTED_HOST"] = self._index.base  # pip otherwise ignores an index without TLS
         self._grants[cid] = Grant(cid, policy, placeholders, self._max_bytes, self._settings.egress_max_connections)
-        env = {**_variables(f"http://127.0.0.1:{PORT}"), **{s.name: p for p, s in placeholders.items()}}
+        env.update({s.name: p for p, s in placeholders.items()})
         return Outside(PORT, serve=lambda listener: self._serve(cid, listener), env=env,
                        files={CA_PATH: self._authority.cert_pem.decode()})
 
@@ -107,4 +117,5 @@ class Egress:
         if not self.enabled:
             return "off (no CELLBOX_EGRESS_PERMIT: containers have no network access)"
         stats = self._proxy.stats() if self._proxy is not None else {}
-        return {"permit": [str(p) for p in self.permit], "containers": len(self._grants), **stats}
+        index = {"pip_index_url": self._index_url} if self._index_url else {}
+        return {"permit": [str(p) for p in self.permit], **index, "containers": len(self._grants), **stats}

@@ -12,6 +12,7 @@ from cellbox.egress.policy import (
     Policy,
     Secret,
     hostname,
+    index_host,
     is_ip_literal,
     parse_permit,
     parse_policy,
@@ -193,3 +194,19 @@ def test_secrets_go_to_their_domains_and_never_show_their_value() -> None:
     assert "tab\tinside-is-fine" not in repr(policy)
     assert "API_KEY" in repr(Secret(Pattern.parse("a.com"), "API_KEY", "hidden"))
     assert "hidden" not in repr(Secret(Pattern.parse("a.com"), "API_KEY", "hidden"))
+
+
+@pytest.mark.parametrize(("url", "host"), [("https://pypi.internal/simple/", "pypi.internal"),
+                                           ("http://Mirror.Example.:80/pypi/simple", "mirror.example"),
+                                           ("https://pypi.internal:443/simple", "pypi.internal")])
+def test_the_pip_index_is_a_host_on_its_schemes_port(url: str, host: str) -> None:
+    assert index_host(url) == Pattern(host, itself=True, below=False)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("ftp://pypi.internal/simple", "http:// or https://"), ("pypi.internal/simple", "http:// or https://"),
+    ("https://pypi.internal:8443/simple", "CELLBOX_EGRESS_RESOLVE"), ("https://u:p@pypi.internal/", "no credentials"),
+    ("https://10.0.0.5/simple", "IP address"), ("https://pypi.internal:x/", "invalid port")])
+def test_what_is_not_a_pip_index(url: str, why: str) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        index_host(url)

@@ -457,6 +457,18 @@ def test_scan_lists_regular_files_only(ws: Workspace, outside: Path) -> None:
     assert ws.usage() == 8
 
 
+def test_the_reserved_directory_is_never_scanned_nor_addressed(ws: Workspace) -> None:
+    (ws.root / ".cellbox/python/lib").mkdir(parents=True)
+    (ws.root / ".cellbox/python/lib/pkg.py").write_bytes(b"x")
+    (ws.root / "d/.cellbox").mkdir(parents=True)
+    (ws.root / "d/.cellbox/mine.txt").write_bytes(b"y")  # only the top-level one is reserved
+    (ws.root / ".cellbox-notes.txt").write_bytes(b"z")
+    assert sorted(ws.scan().files) == [".cellbox-notes.txt", "d/.cellbox/mine.txt"]
+    for path in ("/mnt/data/.cellbox/python/lib/pkg.py", ".cellbox/x", "./.cellbox/x"):
+        with pytest.raises(InvalidInput, match="reserved"):
+            relative_path(path)
+
+
 def test_scan_of_a_missing_workspace_is_empty(tmp_path: Path) -> None:
     ws = Workspace(tmp_path / "never-created", uid=os.getuid(), gid=os.getgid())
     assert ws.scan() == Scan({})
