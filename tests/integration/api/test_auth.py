@@ -63,6 +63,26 @@ def test_open_mode_answers_only_requests_addressed_to_a_loopback_name(tmp_path: 
         server.stop()
 
 
+def test_open_mode_refuses_what_other_sites_pages_send(tmp_path: Path) -> None:
+    """CSRF: a page elsewhere may make the browser post a form (a file upload) to 127.0.0.1, a "simple" request
+    needing no preflight; the browser names the page's origin, and open mode refuses it."""
+    server = Server(tmp_path, CELLBOX_API_KEYS="").start()
+    try:
+        with raw(server, key=None) as anonymous:
+            own = f"http://127.0.0.1:{server.port}"
+            for origin in ("https://evil.example", "null", f"http://127.0.0.1:{server.port + 1}"):
+                refused = anonymous.post("/v1/files", headers={"Origin": origin},
+                                         files={"file": ("x.txt", b"planted")}, data={"purpose": "user_data"})
+                check_error(refused, 403, "only from its own pages")
+            assert anonymous.get("/v1/files").json()["data"] == []  # nothing was made
+            made = anonymous.post("/v1/files", headers={"Origin": own}, files={"file": ("x.txt", b"mine")},
+                                  data={"purpose": "user_data"})
+            assert made.status_code == 200, made.text  # the playground's own requests
+            assert anonymous.get("/v1/files").status_code == 200  # and clients that send no Origin
+    finally:
+        server.stop()
+
+
 def test_with_keys_any_host_name_may_reach_the_server(http: httpx.Client) -> None:
     assert http.get("/v1/containers", headers={"Host": "cellbox.internal.example"}).status_code == 200
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellbox.api.hosts import is_loopback
+from cellbox.api.hosts import is_loopback, same_origin
 
 
 @pytest.mark.parametrize("host", ["localhost", "localhost:8000", "LOCALHOST.", "a.b.localhost:1", "127.0.0.1",
@@ -18,3 +18,13 @@ def test_loopback_names(host: str) -> None:
                                   "2130706433", "0x7f000001"])
 def test_other_names(host: str) -> None:
     assert not is_loopback(host)
+
+
+@pytest.mark.parametrize(("origin", "host", "same"), [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", True), ("http://LOCALHOST:8000", "localhost:8000", True),
+    ("http://[::1]:8000", "[::1]:8000", True), ("http://127.0.0.1:8001", "127.0.0.1:8000", False),
+    ("http://localhost:8000", "127.0.0.1:8000", False), ("https://evil.example", "127.0.0.1:8000", False),
+    ("null", "127.0.0.1:8000", False), ("file://", "127.0.0.1:8000", False),
+    ("http://127.0.0.1:8000/x", "127.0.0.1:8000", False), ("", "127.0.0.1:8000", False)])
+def test_same_origin(origin: str, host: str, same: bool) -> None:
+    assert same_origin(origin, host) is same
