@@ -74,8 +74,13 @@ def run(server: Server, cid: str, code: str) -> tuple[str, dict]:
 
 def test_pip_installs_from_the_operators_index_into_the_running_session(pip_server: Server, sdk: openai.OpenAI,
                                                                         box: str) -> None:
-    out, _ = run(pip_server, box, "%pip install cellbox-demo")
+    # Imports before the install (the package directory does not exist yet) must not spoil the ones after it.
+    out, _ = run(pip_server, box, "import os, json\ntry:\n    import cellbox_demo\nexcept ImportError:\n"
+                 "    print(os.listdir('/mnt/data'))")
+    assert out == "[]\n"  # a fresh workspace is empty until pip is used
+    out, _ = run(pip_server, box, "%pip install cellbox-demo\nimport cellbox_demo\nprint(cellbox_demo.VALUE)")
     assert "Successfully installed cellbox-demo-1.0" in out, out
+    assert out.endswith("42\n")  # importable in the same cell
     out, _ = run(pip_server, box, "import cellbox_demo\nprint(cellbox_demo.VALUE, cellbox_demo.__file__)")
     value, where = out.split()
     assert value == "42"
