@@ -10,6 +10,7 @@ import pytest
 from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.sandbox import Sandbox
+from tests.postgres import Postgres, running_postgres
 from tests.upstream import ScriptedUpstream
 
 
@@ -43,3 +44,9 @@ def upstream() -> Iterator[ScriptedUpstream]:
     """The model server every test's responses talk to; each test scripts replies under its own model name."""
     with ScriptedUpstream() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server for the run, started when a test first asks; ``database()`` gives each its own."""
+    yield from running_postgres()

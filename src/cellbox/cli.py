@@ -27,7 +27,7 @@ from cellbox import __version__
 from cellbox import cli_remote as remote
 from cellbox.api.app import create_app
 from cellbox.config import Settings
-from cellbox.errors import CellboxError, InvalidInput, NotFound, SandboxUnavailable
+from cellbox.errors import CellboxError, InvalidInput, NotFound, SandboxUnavailable, StoreUnavailable
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
@@ -87,7 +87,7 @@ def _settings(**overrides: object) -> Settings:
 async def _key_count(settings: Settings) -> int:
     db = Database(settings.database)
     try:
-        await db.create_schema()
+        await db.migrate()
         keys = Keys(db)
         await keys.start(settings.api_keys)
         return await keys.count()
@@ -103,7 +103,14 @@ def _serve(args: argparse.Namespace) -> None:
         lock.acquire(f"http://{settings.host}:{settings.port}")
     except DataDirInUse as exc:
         _fail(str(exc), EXIT_IN_USE)
-    keys = asyncio.run(_key_count(settings))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "debug":  # the MCP SDK narrates every session at INFO: not an operator's business
+        logging.getLogger("mcp").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # the start's own line says what was migrated
+    try:
+        keys = asyncio.run(_key_count(settings))  # migrates the schema first
+    except StoreUnavailable as exc:
+        _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
     if not keys and not settings.loopback_only:
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
@@ -120,9 +127,6 @@ def _serve(args: argparse.Namespace) -> None:
             models += f" (aliases: {settings.model_aliases})"
     banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}"
     print(f"cellbox: starting (data directory {settings.data_dir}) ...", file=sys.stderr, flush=True)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "debug":  # the MCP SDK narrates every session at INFO: not an operator's business
-        logging.getLogger("mcp").setLevel(logging.WARNING)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve_until_stopped(settings, listener, banner))
@@ -206,7 +210,7 @@ def _keys(args: argparse.Namespace) -> None:
     async def act() -> str:
         db = Database(settings.database)
         try:
-            await db.create_schema()
+            await db.migrate()
             keys = Keys(db)
             if args.keys_command == "create":
                 return await keys.create(args.project)
@@ -224,6 +228,8 @@ def _keys(args: argparse.Namespace) -> None:
     except NotFound as exc:
         print(f"cellbox: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except StoreUnavailable as exc:
+        _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
 
 
 def _fail(message: str, status: int) -> NoReturn:

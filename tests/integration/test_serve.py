@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,21 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert err == f"cellbox: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_a_database_a_newer_release_migrated_is_one_line_and_untouched(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "cellbox.db") as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES ('9999_future')")
+    process = _serve(data, free_port())
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 3
+    assert err == ("cellbox: cannot open the database: the database's schema is at revision '9999_future', which "
+                   "this Cellbox does not know: a newer release migrated it; run that release (or newer)\n")
+    with sqlite3.connect(data / "cellbox.db") as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("alembic_version",)]
 
 
 def test_without_root_it_is_one_line_and_status_3() -> None:

@@ -13,6 +13,6 @@ from cellbox.store.db import Database
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'cellbox.db'}")
-    await database.create_schema()
+    await database.migrate()
     yield database
     await database.aclose()

@@ -51,7 +51,7 @@ class Services:
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.db.create_schema()
+        await self.db.migrate()
         await self.keys.start(self.settings.api_keys)
         await self.engine.start()
         await self.egress.start()

@@ -1,4 +1,4 @@
-"""The database: one async engine and session factory, schema created at start.
+"""The database: one async engine and session factory, its schema migrated at start.
 
 SQLAlchemy's errors are translated here, where they enter, so no caller sees them: a row that refers to one
 deleted meanwhile (a foreign key) is NotFound; a database that is locked or unreachable is StoreUnavailable.
@@ -7,16 +7,22 @@ deleted meanwhile (a foreign key) is NotFound; a database that is locked or unre
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
+from cellbox.store import migrations
 from cellbox.store.sqlite import OneHopDBAPI
-from cellbox.store.tables import Base
+
+log = logging.getLogger(__name__)
+
+# Held for the migration's transaction, so replicas starting together on PostgreSQL migrate one after another.
+_MIGRATION_LOCK = 0x63656C6C626F78  # "cellbox"
 
 
 @contextlib.contextmanager
@@ -62,9 +68,18 @@ class Database:
             async with self._sessions() as session:
                 yield session
 
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+    async def migrate(self) -> None:
+        """Bring the schema to this release's, in one transaction that waits for any other process doing the same
+        (SQLite: a write lock taken at once; PostgreSQL: an advisory lock)."""
+        with translated():
+            async with self.engine.begin() as connection:
+                if self.engine.dialect.name == "sqlite":
+                    await connection.exec_driver_sql("BEGIN IMMEDIATE")
+                elif self.engine.dialect.name == "postgresql":
+                    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+                before, now = await connection.run_sync(migrations.upgrade)
+        if before not in (None, now):  # a new database, or one from before migrations, is not news
+            log.info("database schema migrated from revision %s to %s", before, now)
 
     async def aclose(self) -> None:
         await self.engine.dispose()

@@ -1,52 +1,20 @@
-"""The same API on PostgreSQL: a real server started by the test run (initdb in a temporary directory)."""
+"""The same API on PostgreSQL: a real server started by the test run (tests/postgres.py)."""
 
 from __future__ import annotations
 
-import glob
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.integration.api.server import Server, client, free_port, raw
+from tests.integration.api.server import Server, client, raw
+from tests.postgres import Postgres
 from tests.upstream import ScriptedUpstream
 
 
-def _bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    assert found, f"PostgreSQL's {name} is missing: `scripts/system-packages --test` installs the postgresql package"
-    return found[-1]
-
-
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    home = Path(tempfile.mkdtemp(prefix="cellbox-pg-", dir="/tmp"))
-    shutil.chown(home, "postgres", "postgres")
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, _bin("initdb"), "-D", str(home / "data"), "-A", "trust", "-U", "cellbox"],
-                   check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen([*as_postgres, _bin("postgres"), "-D", str(home / "data"), "-k", str(home),
-                               "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            ready = subprocess.run([_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
-            if ready.returncode == 0:
-                break
-            time.sleep(0.1)
-        subprocess.run([_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "cellbox", "cellbox"],
-                       check=True, capture_output=True)
-        yield f"postgresql+psycopg://cellbox@127.0.0.1:{port}/cellbox"
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(home, ignore_errors=True)
+def postgres_url(postgres: Postgres) -> str:
+    return postgres.database()
 
 
 def test_files_containers_and_restart_on_postgres(postgres_url: str, tmp_path: Path) -> None:
