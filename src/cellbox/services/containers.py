@@ -184,8 +184,7 @@ class Containers:
 
     async def get(self, project: str, cid: str, touch: bool = True) -> ContainerRow:
         """A project's container; using it refreshes ``last_active_at`` (an idle one expires first)."""
-        async with self._db.session() as session:
-            row = (await session.execute(_CONTAINER, {"cid": cid, "project": project})).scalar_one_or_none()
+        row = (await self._db.lookup(_CONTAINER, {"cid": cid, "project": project})).unique().scalar_one_or_none()
         return await self._in_use(cid, row, touch)
 
     async def _in_use(self, cid: str, row: ContainerRow | None, touch: bool) -> ContainerRow:
@@ -303,8 +302,7 @@ class Containers:
 
     async def get_file(self, project: str, cid: str, fid: str) -> ContainerFileRow:
         """A container's file (the container used, as by :meth:`get`): both rows in one query."""
-        async with self._db.session() as session:
-            found = (await session.execute(_CONTAINER_AND_FILE, {"cid": cid, "project": project, "fid": fid})).first()
+        found = (await self._db.lookup(_CONTAINER_AND_FILE, {"cid": cid, "project": project, "fid": fid})).first()
         container, row = found if found is not None else (None, None)
         await self._in_use(cid, container, touch=True)
         if row is None:

@@ -76,8 +76,7 @@ class History:
             await session.execute(delete(ResponseRow).where(ResponseRow.id == rid))
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
-        async with self._db.session() as session:
-            row = (await session.execute(_RESPONSE, {"rid": rid, "project": project})).scalar_one_or_none()
+        row = (await self._db.lookup(_RESPONSE, {"rid": rid, "project": project})).scalar_one_or_none()
         if row is None:
             raise NotFound(f"Response with id '{rid}' not found.", param)
         return row

@@ -11,9 +11,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, create_engine, event, text
+from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
 from cellbox.store import migrations
@@ -43,6 +46,13 @@ def translated() -> Any:
         raise
 
 
+def _reader_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")  # a reader that cannot write, whatever it is handed
+    cursor.execute("PRAGMA busy_timeout=1000")
+    cursor.close()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -60,6 +70,13 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        self._reader: sessionmaker[Session] | None = None
+        if url.startswith("sqlite+aiosqlite:///"):
+            # Point lookups on this thread: an indexed read of a WAL database takes microseconds, the hop to
+            # aiosqlite's thread and back far more on a busy machine (BENCHMARKS.md, stop 10).
+            reader = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
+            event.listen(reader, "connect", _reader_pragmas)
+            self._reader = sessionmaker(reader, expire_on_commit=False)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -67,6 +84,16 @@ class Database:
         with translated():
             async with self._sessions() as session:
                 yield session
+
+    async def lookup(self, statement: Executable, parameters: dict[str, Any]) -> Result[Any]:
+        """The buffered result of a read that finds at most a few rows by key. On SQLite it runs here, on the
+        event loop's thread, in a read-only connection of its own; elsewhere as any session would."""
+        with translated():
+            if self._reader is not None:
+                with self._reader() as session:
+                    return session.execute(statement, parameters).freeze()()
+            async with self._sessions() as session:
+                return (await session.execute(statement, parameters)).freeze()()
 
     async def migrate(self) -> None:
         """Bring the schema to this release's, in one transaction that waits for any other process doing the same
@@ -82,4 +109,6 @@ class Database:
             log.info("database schema migrated from revision %s to %s", before, now)
 
     async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.kw["bind"].dispose()
         await self.engine.dispose()

@@ -9,7 +9,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from cellbox.errors import InvalidInput, NotFound
+from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
 from cellbox.store.db import Database
 from cellbox.store.tables import ApiKey, ContainerFileRow, ContainerRow
 
@@ -106,3 +106,22 @@ async def test_concurrent_sessions_each_see_their_own_results(db: Database) -> N
             return (await session.execute(select(ContainerRow.project).where(ContainerRow.id == f"c{i}"))).scalar_one()
 
     assert await asyncio.gather(*(project_of(i) for i in range(20))) == [f"p{i}" for i in range(20)]
+
+
+async def test_a_lookup_is_no_hop_and_sees_every_commit_at_once(db: Database, hops: list[str]) -> None:
+    by_id = select(ContainerRow).where(ContainerRow.id == "c1")
+    assert (await db.lookup(by_id, {})).scalar_one_or_none() is None
+    async with db.session() as session, session.begin():
+        session.add(container("c1"))
+    hops.clear()
+    row = (await db.lookup(by_id, {})).unique().scalar_one()
+    assert (row.id, row.status, row.network) == ("c1", "running", None)  # loaded whole: usable detached
+    assert hops == []
+    async with db.session() as session, session.begin():
+        await session.execute(update(ContainerRow).where(ContainerRow.id == "c1").values(status="expired"))
+    assert (await db.lookup(by_id, {})).unique().scalar_one().status == "expired"
+
+
+async def test_a_lookup_cannot_write(db: Database) -> None:
+    with pytest.raises(StoreUnavailable):  # the reader's connection is read-only, whatever it is handed
+        await db.lookup(delete(ContainerRow), {})
