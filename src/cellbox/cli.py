@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 import uvloop
+from pydantic import ValidationError
 
 from cellbox import __version__
 from cellbox import cli_remote as remote
@@ -32,6 +33,7 @@ from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, ExecutionResult, Finished, Result, Stream
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.services.auth import Keys
+from cellbox.services.nodes import DRAINING, UP, Nodes, node_id_of
 from cellbox.services.wiring import Services
 from cellbox.store.datalock import DataDirInUse, DataDirLock
 from cellbox.store.db import Database
@@ -76,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     for command in (create, listing, revoke):
         command.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
     listing.add_argument("--json", action="store_true", help="one JSON document")
+    nodes = commands.add_parser("node", help="list, drain or resume the nodes (servers that run containers)")
+    node_commands = nodes.add_subparsers(dest="node_command", required=True)
+    node_list = node_commands.add_parser("ls", help="list the nodes: state, load and last heartbeat")
+    node_list.add_argument("--json", action="store_true", help="one JSON document")
+    drain = node_commands.add_parser("drain", help="take no new containers on a node; its own expire as usual")
+    resume = node_commands.add_parser("resume", help="put a drained node back in service")
+    for command in (drain, resume):
+        command.add_argument("node_id", nargs="?", default=None, help="the node (default: this data directory's)")
+    for command in (node_list, drain, resume):
+        command.add_argument("--data-dir", type=Path, default=None, help="data directory (CELLBOX_DATA_DIR)")
     remote.add_commands(commands)
     return parser
 
@@ -232,6 +244,38 @@ def _keys(args: argparse.Namespace) -> None:
         _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
 
 
+def _node(args: argparse.Namespace) -> None:
+    """Nodes live in the (shared) database; these commands work with or without a running server."""
+    settings = _settings(data_dir=args.data_dir)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    async def act() -> str:
+        db = Database(settings.database)
+        try:
+            await db.migrate()
+            nodes = Nodes(db, settings, node_id_of(settings.data_dir))
+            if args.node_command in ("drain", "resume"):
+                row = await nodes.set_state(args.node_id or nodes.id, DRAINING if args.node_command == "drain" else UP)
+                return f"node {row.id} is {row.state} (a running node notices at its next heartbeat)"
+            rows = await nodes.list()
+            if args.json:
+                return json.dumps([{"id": r.id, "url": r.url, "state": r.state, "containers": r.containers,
+                                    "max_containers": r.max_containers, "memory_available": r.memory_available,
+                                    "heartbeat_at": r.heartbeat_at, "version": r.version} for r in rows])
+            return remote.table(["ID", "URL", "STATE", "CONTAINERS", "HEARTBEAT"],
+                                [[r.id + (" (this)" if r.id == nodes.id else ""), r.url, r.state,
+                                  f"{r.containers}/{r.max_containers}", remote.when(r.heartbeat_at)] for r in rows])
+        finally:
+            await db.aclose()
+
+    try:
+        print(asyncio.run(act()))
+    except NotFound as exc:
+        _fail(str(exc), EXIT_RAISED)
+    except StoreUnavailable as exc:
+        _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
+
+
 def _fail(message: str, status: int) -> NoReturn:
     print(f"cellbox: {message}", file=sys.stderr)
     raise SystemExit(status)
@@ -336,13 +380,22 @@ def main(argv: list[str] | None = None) -> None:
             return _serve(args)
         if args.command == "keys":
             return _keys(args)
+        if args.command == "node":
+            return _node(args)
         if args.command in remote.COMMANDS:
             return remote.run(args)
         if args.command == "mcp":
             return _mcp(args)
+        _run_command(args)
     except InvalidInput as exc:
         _usage_error(str(exc))
-    _run_command(args)
+    except ValidationError as exc:  # a CELLBOX_* setting
+        _usage_error("invalid configuration: " + "; ".join(_setting_error(e) for e in exc.errors()))
+
+
+def _setting_error(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"CELLBOX_{'_'.join(map(str, error['loc'])).upper()}: {message}" if error["loc"] else message
 
 
 def _run_command(args: argparse.Namespace) -> None:

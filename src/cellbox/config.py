@@ -94,6 +94,12 @@ class Settings(BaseSettings):
                                "or mirror, e.g. 'https://pypi.internal/simple'); its host is then allowed in every "
                                "allowlist. Default port only: map another address or port with "
                                "CELLBOX_EGRESS_RESOLVE.")
+    node_url: str = Field("", description="The address other servers reach this node at (shown in `cellbox node "
+                          "ls`, later used for routing). Empty: http://HOST:PORT as served.")
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between a node's reports of its load "
+                                      "(its heartbeat) in the shared database.")
+    node_timeout: float = Field(30.0, gt=0, description="Seconds without a heartbeat after which a node is lost: "
+                                "it is marked down and its containers expire. At least three heartbeats.")
     preload: list[str] = Field(default_factory=lambda: list(DEFAULT_PRELOAD),
                                description="Modules imported once in the warm template.")
 
@@ -102,6 +108,9 @@ class Settings(BaseSettings):
         if self.sandbox_id_count < self.warm_pool + 2:
             raise ValueError(f"sandbox_id_count ({self.sandbox_id_count}) must be at least the warm pool "
                              f"({self.warm_pool}) plus 2, or no container could be handed out while the pool refills")
+        if self.node_timeout < 3 * self.heartbeat_interval:
+            raise ValueError(f"node_timeout ({self.node_timeout}) must be at least three heartbeat intervals "
+                             f"({3 * self.heartbeat_interval}), or a node that is merely slow would be lost")
         return self
 
     @property
@@ -151,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return parse_size(self.max_upload, "upload limit")
+
+    @property
+    def advertised_url(self) -> str:
+        return self.node_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
     @property
     def database(self) -> str:

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from sqlalchemy import bindparam, delete, select, update
 
 from cellbox.egress.policy import Policy
-from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound
+from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import container_file_id, container_id, now
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import ChangedFile
@@ -23,6 +23,7 @@ from cellbox.schemas.containers import CreateContainer, EgressUse, NetworkPolicy
 from cellbox.services.egress import Egress
 from cellbox.services.files import Files
 from cellbox.services.metrics import Metrics
+from cellbox.services.nodes import DOWN, Nodes
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow
@@ -43,9 +44,11 @@ def _is_due(row: ContainerRow, at: int) -> bool:
 
 
 class Containers:
-    def __init__(self, db: Database, engine: Engine, files: Files, default_memory: str, expiry_minutes: int,
-                 metrics: Metrics | None = None, egress: Egress | None = None) -> None:
+    def __init__(self, db: Database, engine: Engine, files: Files, nodes: Nodes, default_memory: str,
+                 expiry_minutes: int, metrics: Metrics | None = None, egress: Egress | None = None) -> None:
         self._metrics = metrics or Metrics()
+        self._nodes = nodes
+        self._unclaimed: set[str] = set()  # sandboxes with no running row of this node at the last reconcile
         self._egress = egress
         self._db = db
         self._engine = engine
@@ -57,9 +60,14 @@ class Containers:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """After a restart: running containers come back on their workspaces, or expire by the usual rule."""
+        """After a restart: this node's running containers come back on their workspaces, or expire by the usual
+        rule. Containers from before nodes existed become this node's first."""
+        async with self._db.session() as session, session.begin():
+            await session.execute(update(ContainerRow).where(ContainerRow.node_id.is_(None))
+                                  .values(node_id=self._nodes.id))
         async with self._db.session() as session:
-            rows = list((await session.execute(select(ContainerRow).where(ContainerRow.status == RUNNING))).scalars())
+            rows = list((await session.execute(select(ContainerRow).where(
+                ContainerRow.status == RUNNING, ContainerRow.node_id == self._nodes.id))).scalars())
         for row in rows:
             try:
                 if _is_due(row, now()) or not row.workspace:
@@ -72,7 +80,7 @@ class Containers:
                 await self._expire(row.id)
         async with self._db.session() as session:
             kept = {Path(w) for w in (await session.execute(select(ContainerRow.workspace).where(
-                ContainerRow.workspace.is_not(None)))).scalars()}
+                ContainerRow.workspace.is_not(None), ContainerRow.node_id == self._nodes.id))).scalars()}
         if pruned := await self._engine.prune_workspaces(kept):
             log.info("deleted %d workspace(s) no container refers to", pruned)
 
@@ -104,12 +112,16 @@ class Containers:
         policy = self.check_policy(body.network_policy, policy_param)
         if body.skills:
             raise InvalidInput("skills are not supported", "skills")
+        if not self._nodes.accepting:
+            raise SandboxUnavailable(f"this node ({self._nodes.id}) is {self._nodes.state}: it takes no new "
+                                     "containers (`cellbox node resume` puts it back in service)")
         sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
         memory = body.memory_limit or self._default_memory
         box = await self._start(memory, policy)
         self._metrics.containers_created.inc()
         created = now()
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
+                           node_id=self._nodes.id,
                            last_active_at=created, memory_limit=memory, workspace=str(box.workspace.root),
                            expiry_minutes=body.expires_after.minutes if body.expires_after else self._expiry_minutes)
         row.network = None if policy is None else ContainerNetworkRow(  # set either way: never lazily loaded
@@ -163,7 +175,7 @@ class Containers:
     def _due(self, row: ContainerRow, at: int) -> bool:
         """Idle too long, and not running code now: an execution is activity however long it lasts (its end
         restarts the idle clock, see :meth:`touch`)."""
-        if not _is_due(row, at):
+        if not _is_due(row, at) or row.node_id != self._nodes.id:  # another node's are its own to expire
             return False
         try:
             return not self._engine.get(row.id).busy
@@ -173,7 +185,8 @@ class Containers:
     async def expire_due(self) -> int:
         at = now()
         async with self._db.session() as session:
-            rows = list((await session.execute(select(ContainerRow).where(ContainerRow.status == RUNNING))).scalars())
+            rows = list((await session.execute(select(ContainerRow).where(
+                ContainerRow.status == RUNNING, ContainerRow.node_id == self._nodes.id))).scalars())
         due = [row.id for row in rows if self._due(row, at)]
         async with self._lock:
             for cid in due:
@@ -222,12 +235,42 @@ class Containers:
         """The running sandbox of a container, or a clear error when it has expired."""
         row = await self.get(project, cid)
         if row.status != RUNNING:
-            raise Expired(f"Container {cid} has expired; create a new container (its files are gone).")
+            raise Expired(f"Container {cid} has expired{await self._why(row)}; create a new container (its files "
+                          "are gone).")
         try:
             return row, self._engine.get(cid)
         except NotFound:
             await self.get(project, cid, touch=False)  # deleted meanwhile: that is a 404, not "expired"
-            raise Expired(f"Container {cid} is no longer running; create a new container.") from None
+            why = await self._why(row)
+            if row.node_id not in (None, self._nodes.id) and not why:
+                node = await self._nodes.get(row.node_id)
+                raise SandboxUnavailable(f"Container {cid} runs on node {row.node_id} ({node and node.url}); this "
+                                         "server does not route to other nodes yet: send the request there") from None
+            raise Expired(f"Container {cid} is no longer running{why}; create a new container.") from None
+
+    async def _why(self, row: ContainerRow) -> str:
+        """The reason to add to "expired" when the container's node was lost; empty otherwise."""
+        if row.node_id in (None, self._nodes.id):
+            return ""
+        node = await self._nodes.get(row.node_id)
+        return f": its node {row.node_id} was lost" if node is None or node.state == DOWN else ""
+
+    async def reconcile(self) -> int:
+        """Stop this node's sandboxes that no running container of this node owns any more (deleted through
+        another server, or expired while this node was given up for lost), when two checks in a row agree: a
+        sandbox being created has no row for a moment."""
+        async with self._db.session() as session:
+            owned = set((await session.execute(select(ContainerRow.id).where(
+                ContainerRow.status == RUNNING, ContainerRow.node_id == self._nodes.id))).scalars())
+        unowned = {box.id for box in self._engine} - owned
+        stale = unowned & self._unclaimed
+        self._unclaimed = unowned - stale
+        for cid in stale:
+            with contextlib.suppress(NotFound):
+                await self._engine.destroy(cid)
+            if self._egress is not None:
+                await self._egress.release(cid)
+        return len(stale)
 
     # --- container files -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from cellbox.services.execution import Executions
 from cellbox.services.files import Files
 from cellbox.services.history import History
 from cellbox.services.metrics import Metrics
+from cellbox.services.nodes import Nodes, node_id_of
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import Blobs
@@ -36,7 +37,8 @@ class Services:
         self.metrics = Metrics()
         self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes, self.metrics)
         self.egress = Egress(settings)
-        self.containers = Containers(self.db, self.engine, self.files, settings.memory_limit,
+        self.nodes = Nodes(self.db, settings, node_id_of(settings.data_dir))
+        self.containers = Containers(self.db, self.engine, self.files, self.nodes, settings.memory_limit,
                                      settings.container_expiry_minutes, self.metrics, self.egress)
         self.executions = Executions(self.containers, self.metrics)
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
@@ -48,17 +50,19 @@ class Services:
                                    self.files, self.upstream, settings.max_tool_calls, settings.timeout,
                                    settings.upstream_vision)
         self.background = Background(self.responses, settings.background_limit)
-        self._reaper: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.db.migrate()
         await self.keys.start(self.settings.api_keys)
         await self.engine.start()
         await self.egress.start()
+        await self.nodes.start(containers=0)
         await self.containers.restore()
         if failed := await self.history.fail_unfinished():
             log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
-        self._reaper = asyncio.create_task(self._reap(), name="cellbox-reaper")
+        self._tasks = [asyncio.create_task(self._reap(), name="cellbox-reaper"),
+                       asyncio.create_task(self._heartbeat(), name="cellbox-heartbeat")]
 
     async def _reap(self) -> None:
         while True:
@@ -70,11 +74,23 @@ class Services:
             except Exception:
                 log.exception("expiring idle containers failed")
 
+    async def _heartbeat(self) -> None:
+        """Report this node's load, watch the other nodes, and stop sandboxes no container owns any more."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self.nodes.beat(containers=len(list(self.engine)))
+                await self.nodes.sweep()
+                if stopped := await self.containers.reconcile():
+                    log.info("stopped %d sandbox(es) that no container of this node owns any more", stopped)
+            except Exception:
+                log.exception("the node's heartbeat failed")
+
     async def aclose(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+                await task
         await self.background.aclose()
         await self.responses.aclose()
         await self.upstream.aclose()

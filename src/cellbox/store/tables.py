@@ -47,10 +47,28 @@ class ContainerRow(Base):
     expiry_minutes: Mapped[int] = mapped_column(Integer)
     memory_limit: Mapped[str] = mapped_column(String(8))
     workspace: Mapped[str | None] = mapped_column(Text, nullable=True)  # host path of the volume while running
+    # The node whose engine runs it (None: made before nodes existed; the first node to start takes those).
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # Loaded with the row (one LEFT JOIN): None for the usual container without network access.
     network: Mapped[ContainerNetworkRow | None] = relationship(lazy="joined", cascade="all, delete-orphan",
                                                               passive_deletes=True)
     __table_args__ = (Index("ix_containers_project_seq", "project", "seq"),)
+
+
+class NodeRow(Base):
+    """A server that runs containers, as it last reported itself: its heartbeat says it is alive, its load where
+    new containers fit. ``state`` is up, draining (takes no new containers) or down (lost: its containers expired)."""
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[int] = mapped_column(BigInteger)
+    containers: Mapped[int] = mapped_column(Integer)
+    max_containers: Mapped[int] = mapped_column(Integer)
+    memory_available: Mapped[int] = mapped_column(BigInteger)  # bytes the machine has free
 
 
 class ContainerNetworkRow(Base):

@@ -21,6 +21,7 @@ from tests.postgres import Postgres
 
 SCHEMAS = Path(__file__).parent / "schemas"
 TABLES = set(Base.metadata.tables)
+LATER_TABLES = {"nodes"}  # made by revisions after the stop-9 schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -84,9 +85,10 @@ async def test_a_stop9_database_keeps_every_row(url: str) -> None:
         async with db.session() as session:
             for table in TABLES:
                 count = (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
-                assert count == 1, table
+                assert count == (0 if table in LATER_TABLES else 1), table
             box = (await session.execute(select(ContainerRow))).unique().scalar_one()
             assert (box.id, box.name, box.network and box.network.allowed_domains) == ("cntr_1", "kept", ["pypi.org"])
+            assert box.node_id is None  # a container from before nodes: the first node to start takes it
     finally:
         await db.aclose()
 

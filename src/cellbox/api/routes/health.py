@@ -21,4 +21,5 @@ async def health(svc: Svc) -> dict[str, Any]:
         "isolation": svc.engine.isolation(),
         "warm_pool": svc.engine.warm_pool(),
         "egress": svc.egress.describe(),
+        "node": {"id": svc.nodes.id, "state": svc.nodes.state},
     }

@@ -1,0 +1,141 @@
+"""Nodes: servers sharing one PostgreSQL catalog each own their containers, report a heartbeat, and give up a
+node that stops reporting (SIGKILL mid-execution): its containers expire and say why, the others go on. A drained
+node takes no new containers until it is resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.api.server import Server, check_error, client, raw
+from tests.postgres import Postgres
+from tests.waiting import until
+
+# Heartbeats every half second, lost after three: the wait for a loss stays short, and bounded by PATIENCE.
+FAST = {"CELLBOX_HEARTBEAT_INTERVAL": "0.5", "CELLBOX_NODE_TIMEOUT": "3", "CELLBOX_PRELOAD": "[]",
+        "CELLBOX_WARM_POOL": "1"}
+LOGS_2 = [{"type": "logs", "logs": "2\n"}]
+
+
+def nodes(data_dir: Path, *args: str, **env: str) -> Any:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "node", *args, "--data-dir", str(data_dir)],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if "--json" in args else done.stdout
+
+
+def node_of(server: Server) -> str:
+    return str(httpx.get(server.url + "/health", timeout=30).json()["node"]["id"])
+
+
+def test_a_node_killed_mid_execution_is_lost_and_its_containers_say_so(postgres: Postgres, tmp_path: Path) -> None:
+    database = {"CELLBOX_DATABASE_URL": postgres.database()}
+    # Two servers on one machine need uid ranges of their own (each hands out its range as if alone).
+    a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    a.start()
+    b.start()
+    try:
+        node_a, node_b = node_of(a), node_of(b)
+        assert node_a != node_b
+        listed = {n["id"]: n for n in nodes(a.data_dir, "ls", "--json", **database)}
+        assert {listed[node_a]["state"], listed[node_b]["state"]} == {"up"}
+        assert listed[node_b]["url"] == b.url
+        with client(a) as on_a, client(b) as on_b, raw(a) as http_a, raw(b) as http_b:
+            box_a = on_a.containers.create(name="on a")
+            box_b = on_b.containers.create(name="on b")
+            assert on_a.containers.retrieve(box_b.id).status == "running"  # one catalog
+            refused = http_a.post(f"/v1/containers/{box_b.id}/execute", json={"code": "1"})
+            check_error(refused, 503, f"runs on node {node_b} ({b.url})")
+
+            ended: dict[str, Any] = {}
+
+            def run_forever() -> None:
+                try:
+                    ended["response"] = http_b.post(f"/v1/containers/{box_b.id}/execute",
+                                                    json={"code": "open('started', 'w').close()\n"
+                                                                  "import time\ntime.sleep(600)"})
+                except httpx.HTTPError as exc:
+                    ended["error"] = exc
+
+            running = threading.Thread(target=run_forever)
+            running.start()
+            workspace = until(lambda: next(iter((tmp_path / "b").rglob("started")), None), "the code to start")
+            assert workspace.exists()
+            assert b.process is not None
+            b.process.send_signal(signal.SIGKILL)
+            running.join(timeout=120)
+            assert not running.is_alive()
+            assert "error" in ended  # the connection dropped: no hang
+
+            until(lambda: on_a.containers.retrieve(box_b.id).status == "expired", "node b to be given up")
+            gone = http_a.post(f"/v1/containers/{box_b.id}/execute", json={"code": "1"})
+            check_error(gone, 400, f"its node {node_b} was lost")
+            still = http_a.post(f"/v1/containers/{box_a.id}/execute", json={"code": "print(2)"})
+            assert still.json()["outputs"] == LOGS_2
+            states = {n["id"]: n["state"] for n in nodes(a.data_dir, "ls", "--json", **database)}
+            assert states == {node_a: "up", node_b: "down"}
+
+        b.stop()  # reap what SIGKILL left, then come back: up again, the lost container stays expired
+        b.start()
+        assert node_of(b) == node_b
+        with client(b) as on_b:
+            assert on_b.containers.retrieve(box_b.id).status == "expired"
+        assert {n["id"]: n["state"] for n in nodes(a.data_dir, "ls", "--json", **database)}[node_b] == "up"
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_a_drained_node_takes_no_new_containers_until_resumed(tmp_path: Path) -> None:
+    server = Server(tmp_path, **FAST).start()
+    try:
+        with client(server) as sdk, raw(server) as http:
+            kept = sdk.containers.create(name="kept")
+            said = nodes(server.data_dir, "drain")
+            assert f"node {node_of(server)} is draining" in said
+            until(lambda: http.get("/health").json()["node"]["state"] == "draining", "the node to notice")
+            refused = http.post("/v1/containers", json={"name": "new"})
+            check_error(refused, 503, "is draining: it takes no new containers")
+            assert http.post(f"/v1/containers/{kept.id}/execute", json={"code": "print(2)"}).json()["outputs"] == LOGS_2
+            assert [c.name for c in sdk.containers.list()] == ["kept"]  # nothing half-made
+
+            server.stop()
+            server.start()  # still draining after a restart: an operator's word holds
+            assert http.get("/health").json()["node"]["state"] == "draining"
+            assert "is up" in nodes(server.data_dir, "resume")
+            until(lambda: http.get("/health").json()["node"]["state"] == "up", "the node to notice")
+            assert sdk.containers.create(name="new").status == "running"
+    finally:
+        server.stop()
+
+
+def test_node_commands_refuse_bad_input_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "node", "drain", "node_nosuch", "--data-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "cellbox: no node node_nosuch: `cellbox node ls` lists them\n")
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("1", "node_timeout (1.0) must be at least three heartbeat intervals (15.0)"),
+    ("0", "CELLBOX_NODE_TIMEOUT: Input should be greater than 0"),
+])
+def test_a_node_timeout_shorter_than_three_heartbeats_is_refused_at_start(tmp_path: Path, value: str,
+                                                                          said: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "cellbox.cli", "serve", "--data-dir", str(tmp_path)],
+                          env={**os.environ, "CELLBOX_NODE_TIMEOUT": value}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"cellbox: error: invalid configuration: {said}")
+    assert len(done.stderr.strip().splitlines()) == 1

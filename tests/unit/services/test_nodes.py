@@ -1,0 +1,79 @@
+"""The node registry: ids kept per data directory, heartbeats, losing a silent node (and its containers), drain."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cellbox.config import Settings
+from cellbox.errors import InvalidInput, NotFound
+from cellbox.ids import now
+from cellbox.services.nodes import DOWN, DRAINING, UP, Nodes, node_id_of
+from cellbox.store.db import Database
+from cellbox.store.tables import ContainerRow
+
+
+def node(db: Database, tmp_path: Path, name: str) -> Nodes:
+    return Nodes(db, Settings(data_dir=tmp_path, node_timeout=30, heartbeat_interval=5), f"node_{name}")
+
+
+def container(cid: str, node_id: str) -> ContainerRow:
+    return ContainerRow(id=cid, project="p", name=cid, status="running", created_at=1, last_active_at=1,
+                        memory_limit="1g", workspace="/w", expiry_minutes=20, node_id=node_id)
+
+
+def test_a_data_directory_keeps_one_node_id_even_when_asked_at_once(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: node_id_of(tmp_path), range(32)))
+    assert len(ids) == 1
+    assert ids == {node_id_of(tmp_path)}
+    assert [p.name for p in tmp_path.iterdir()] == ["node-id"]  # no temporary file left
+
+
+async def test_a_silent_node_is_lost_with_its_running_containers_only(db: Database, tmp_path: Path) -> None:
+    a, b = node(db, tmp_path, "a"), node(db, tmp_path, "b")
+    await a.start(containers=0)
+    await b.start(containers=2)
+    async with db.session() as session, session.begin():
+        session.add_all([container("c1", "node_b"), container("c2", "node_a")])
+    assert await a.sweep(at=now() + 10) == []  # within the timeout
+    assert await b.sweep(at=now() + 3600) == ["node_a"]  # a node never gives itself up; b gives up a
+    assert await a.sweep(at=now() + 3600) == ["node_b"]
+    assert await a.sweep(at=now() + 3600) == []  # once
+    async with db.session() as session:
+        rows = {r.id: (r.status, r.workspace) for r in (await session.execute(select(ContainerRow))).scalars()}
+    assert rows == {"c1": ("expired", None), "c2": ("expired", None)}
+    assert await b.beat(containers=0) is True  # b hears it was lost, and is up again
+    assert (b.state, (await a.get("node_b")).state) == (UP, UP)  # type: ignore[union-attr]
+    assert await b.beat(containers=0) is False
+
+
+async def test_drain_holds_across_a_restart_until_resumed(db: Database, tmp_path: Path) -> None:
+    a = node(db, tmp_path, "a")
+    await a.start(containers=0)
+    operator = node(db, tmp_path, "other")  # e.g. `cellbox node drain node_a` from another machine
+    await operator.set_state("node_a", DRAINING)
+    assert a.accepting
+    await a.beat(containers=0)
+    assert not a.accepting
+    await a.start(containers=0)
+    assert a.state == DRAINING
+    await operator.set_state("node_a", UP)
+    await a.beat(containers=0)
+    assert a.accepting
+
+
+async def test_bad_state_changes_are_refused(db: Database, tmp_path: Path) -> None:
+    a, b = node(db, tmp_path, "a"), node(db, tmp_path, "b")
+    await a.start(containers=0)
+    await b.start(containers=0)
+    with pytest.raises(NotFound, match="no node node_x"):
+        await a.set_state("node_x", DRAINING)
+    with pytest.raises(InvalidInput):
+        await a.set_state("node_b", DOWN)
+    await a.sweep(at=now() + 3600)
+    with pytest.raises(InvalidInput, match="is down"):
+        await a.set_state("node_b", UP)
