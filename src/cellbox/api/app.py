@@ -14,6 +14,7 @@ from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.hosts import LoopbackHosts
 from cellbox.api.limits import BodyLimit
+from cellbox.api.relay import Relay
 from cellbox.api.routes import (
     container_files,
     containers,
@@ -53,6 +54,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                               "with the code_interpreter tool, Conversations, and Cellbox's own "
                               "/v1/containers/{id}/execute.")
     errors.install(app)
+    app.add_middleware(Relay)  # innermost of ours: the Host and body checks apply to relayed requests too
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(LoopbackHosts)
     app.add_middleware(AccessLog)

@@ -39,6 +39,9 @@ _CONTAINER_AND_FILE = _CONTAINER.add_columns(ContainerFileRow).outerjoin(
     ContainerFileRow, (ContainerFileRow.container_id == ContainerRow.id) & (ContainerFileRow.id == bindparam("fid")))
 
 
+_NODE_OF = select(ContainerRow.node_id).where(ContainerRow.id == bindparam("cid"))
+
+
 def _is_due(row: ContainerRow, at: int) -> bool:
     return row.status == RUNNING and row.last_active_at + row.expiry_minutes * 60 <= at
 
@@ -244,9 +247,21 @@ class Containers:
             why = await self._why(row)
             if row.node_id not in (None, self._nodes.id) and not why:
                 node = await self._nodes.get(row.node_id)
-                raise SandboxUnavailable(f"Container {cid} runs on node {row.node_id} ({node and node.url}); this "
-                                         "server does not route to other nodes yet: send the request there") from None
+                raise SandboxUnavailable(f"Container {cid} runs on node {row.node_id} ({node and node.url}); "
+                                         "responses and MCP tools use it only through that node: send the "
+                                         "request there") from None
             raise Expired(f"Container {cid} is no longer running{why}; create a new container.") from None
+
+    async def owner_elsewhere(self, cid: str) -> tuple[str, str] | None:
+        """(node id, URL) of the live node that runs container ``cid``, when that is another node than this one;
+        None when this node should answer (its own, unknown, or its node lost). Any project's: the owner checks."""
+        if not self._nodes.peers:
+            return None
+        node_id = (await self._db.lookup(_NODE_OF, {"cid": cid})).scalar_one_or_none()
+        if node_id in (None, self._nodes.id):
+            return None
+        node = await self._nodes.get(node_id)
+        return (node.id, node.url) if node is not None and node.state != DOWN else None
 
     async def _why(self, row: ContainerRow) -> str:
         """The reason to add to "expired" when the container's node was lost; empty otherwise."""

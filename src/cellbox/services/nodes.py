@@ -7,12 +7,13 @@ containers expire, saying why. A draining node takes no new containers and lets 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from cellbox import __version__
 from cellbox.config import Settings
@@ -60,8 +61,10 @@ class Nodes:
         self._url = settings.advertised_url
         self._timeout = settings.node_timeout
         self._max_containers = settings.sandbox_id_count - settings.warm_pool
+        self._interval = settings.heartbeat_interval
         self.id = node_id
         self.state = UP
+        self.peers = 0  # other nodes not down, as of the last sweep: none means nothing to route
 
     @property
     def accepting(self) -> bool:
@@ -106,9 +109,20 @@ class Nodes:
                 await session.execute(update(ContainerRow).where(
                     ContainerRow.node_id.in_(lost), ContainerRow.status == "running").values(
                     status="expired", workspace=None))
+            self.peers = int((await session.execute(select(func.count()).select_from(NodeRow).where(
+                NodeRow.state != DOWN, NodeRow.id != self.id))).scalar_one())
         for node in lost:
             log.warning("node %s sent no heartbeat for %ss: marked down, its containers expired", node, self._timeout)
         return lost
+
+    async def until_down(self, node_id: str) -> None:
+        """Return once ``node_id`` is marked down (checked every heartbeat interval): what a request relayed to
+        it waits on besides its answer, so a node that vanishes without closing its connections hangs nothing."""
+        while True:
+            await asyncio.sleep(self._interval)
+            node = await self.get(node_id)
+            if node is None or node.state == DOWN:
+                return
 
     async def get(self, node_id: str) -> NodeRow | None:
         async with self._db.session() as session:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 
+import httpx
+
 from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.services.auth import Keys, RateLimiter
@@ -51,6 +53,9 @@ class Services:
                                    settings.upstream_vision)
         self.background = Background(self.responses, settings.background_limit)
         self._tasks: list[asyncio.Task[None]] = []
+        # Requests relayed to the node that runs their container (api/relay.py): an execution may take as long as
+        # its own timeout, and a lost node is noticed by its heartbeat, not by a read timeout.
+        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -58,6 +63,7 @@ class Services:
         await self.engine.start()
         await self.egress.start()
         await self.nodes.start(containers=0)
+        await self.nodes.sweep()
         await self.containers.restore()
         if failed := await self.history.fail_unfinished():
             log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
@@ -94,6 +100,7 @@ class Services:
         await self.background.aclose()
         await self.responses.aclose()
         await self.upstream.aclose()
+        await self.relay.aclose()
         await self.engine.aclose(keep_workspaces=True)
         await self.egress.aclose()
         await self.db.aclose()

@@ -4,6 +4,8 @@ last made by ``create_all``, frozen in ``schemas/``), and against the tables the
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +121,24 @@ async def test_a_database_a_newer_release_migrated_is_refused_untouched(url: str
 
 
 async def test_replicas_starting_together_all_come_up_on_one_schema(url: str) -> None:
-    replicas = [Database(url) for _ in range(4)]
+    """Separate processes, as replicas are (Alembic's own state is per process)."""
+    code = "import asyncio, sys\nfrom cellbox.store.db import Database\n" \
+           "async def up():\n    db = Database(sys.argv[1])\n    await db.migrate()\n    await db.aclose()\n" \
+           "asyncio.run(up())"
+    replicas = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, url, stderr=subprocess.PIPE)
+                for _ in range(4)]
+    for replica in replicas:
+        _, err = await replica.communicate()
+        assert replica.returncode == 0, err.decode()
+    db = Database(url)
     try:
-        await asyncio.gather(*(db.migrate() for db in replicas))
-        state = await inspected(replicas[0])
+        state = await inspected(db)
         assert (state["revision"], state["drift"]) == (migrations.head(), [])
-        async with replicas[0].engine.connect() as connection:
+        async with db.engine.connect() as connection:
             versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
         assert len(versions) == 1
     finally:
-        for db in replicas:
-            await db.aclose()
+        await db.aclose()
 
 
 async def test_every_revision_downgrades_and_upgrades_again(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""Requests for a container that another live node runs are relayed to that node, whichever server got them.
+
+The relayed request is the client's own, bytes as they come (uploads and SSE streams included), with its API key:
+the owner authenticates and authorises it as if the client had called it directly. A relayed request is never
+relayed again (``x-cellbox-relayed-by``), so two nodes that disagree about an owner cannot bounce a request
+between them. A node that dies while relaying answers 503, or ends the stream; one that vanishes without closing
+its connections is noticed when it is marked down, so no relayed request waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cellbox.api.errors import error_response
+from cellbox.errors import Expired, SandboxUnavailable
+from cellbox.services.wiring import Services
+
+RELAYED_BY = b"x-cellbox-relayed-by"
+_CONTAINER_PATH = re.compile(r"^/v1/containers/(cntr_[0-9a-f]{1,64})(?:/|$)")
+# Per connection, not per message (RFC 9110 7.6.1); the owner and the client each frame their own.
+_HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+               b"upgrade", b"host"}
+
+
+class Relay:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _CONTAINER_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        services: Services | None = getattr(scope["app"].state, "services", None) if match else None
+        if match and services is not None and not any(k == RELAYED_BY for k, _ in scope["headers"]):
+            owner = await services.containers.owner_elsewhere(match.group(1))
+            if owner is not None:
+                await _relay(services, match.group(1), owner, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _relay(services: Services, cid: str, owner: tuple[str, str], scope: Scope, receive: Receive,
+                 send: Send) -> None:
+    node_id, url = owner
+    started = False
+
+    async def respond(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        nonlocal started
+        started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def forward() -> None:
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        query = "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        request = services.relay.build_request(scope["method"], url + path + query,
+                                               headers=[*headers, (RELAYED_BY, services.nodes.id.encode())],
+                                               content=_body(receive))
+        try:
+            response = await services.relay.send(request, stream=True)
+        except httpx.HTTPError:
+            await error_response(SandboxUnavailable(
+                f"node {node_id} ({url}), which runs this container, did not answer; try again"))(scope, receive,
+                                                                                                    send)
+            return
+        try:
+            await respond(response.status_code, [(k, v) for k, v in response.headers.raw
+                                                 if k.lower() not in _HOP_BY_HOP])
+            with contextlib.suppress(httpx.HTTPError):  # the owner died mid-answer: end what was sent
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    relayed = asyncio.ensure_future(forward())
+    lost = asyncio.ensure_future(services.nodes.until_down(node_id))
+    try:
+        done, _ = await asyncio.wait({relayed, lost}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the client went away, or the server is stopping
+        relayed.cancel()
+        raise
+    finally:
+        lost.cancel()
+    if relayed in done:
+        relayed.result()  # its own failure, if any
+        return
+    relayed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relayed
+    if started:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    else:
+        await error_response(Expired(f"Container {cid} has expired: its node {node_id} was lost while this request "
+                                     "waited; create a new container."))(scope, receive, send)
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
