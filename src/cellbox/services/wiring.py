@@ -22,11 +22,14 @@ from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import BlobStore, LocalBlobs
 from cellbox.store.db import Database
+from cellbox.store.s3 import S3Blobs
 
 log = logging.getLogger(__name__)
 
 
 def _blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_url:
+        return S3Blobs(settings.blob_url, settings.s3_endpoint_url, settings.s3_region)
     return LocalBlobs(settings.data_dir / "files")
 
 
