@@ -11,6 +11,7 @@ from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.sandbox import Sandbox
 from tests.postgres import Postgres, running_postgres
+from tests.s3 import MotoServer
 from tests.upstream import ScriptedUpstream
 
 
@@ -50,3 +51,11 @@ def upstream() -> Iterator[ScriptedUpstream]:
 def postgres() -> Iterator[Postgres]:
     """One PostgreSQL server for the run, started when a test first asks; ``database()`` gives each its own."""
     yield from running_postgres()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A local S3-compatible server; each test makes a bucket of its own."""
+    server = MotoServer().start()
+    yield server
+    server.stop()

@@ -1,7 +1,7 @@
 """The ``cellbox`` command: ``serve`` (the OpenAI-compatible API), ``run`` (one file in a fresh container),
 ``keys create``. Exit status of ``run``: 0 ran cleanly, 1 the code raised (or timed out, or ran out of memory),
 2 usage error, 3 this host cannot provide the sandbox. ``serve``: 0 stopped by a signal, 1 the port is in use,
-2 usage error, 3 no sandbox on this host, 4 the data directory is in use."""
+2 usage error, 3 no sandbox on this host, 4 the data directory is in use, 5 the file store cannot be used."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from cellbox.services.wiring import Services
 from cellbox.store.datalock import DataDirInUse, DataDirLock
 from cellbox.store.db import Database
 
-EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_IN_USE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_RAISED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_IN_USE, EXIT_STORE = 0, 1, 2, 3, 4, 5
 SHUTDOWN_GRACE = 3  # seconds in-flight requests get after SIGINT/SIGTERM
 
 
@@ -116,8 +116,9 @@ def _serve(args: argparse.Namespace) -> None:
     except DataDirInUse as exc:
         _fail(str(exc), EXIT_IN_USE)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "debug":  # the MCP SDK narrates every session at INFO: not an operator's business
-        logging.getLogger("mcp").setLevel(logging.WARNING)
+    if settings.log_level != "debug":  # the MCP SDK and boto3 narrate at INFO: not an operator's business
+        for chatty in ("mcp", "botocore", "boto3"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)  # the start's own line says what was migrated
     try:
         keys = asyncio.run(_key_count(settings))  # migrates the schema first
@@ -144,6 +145,8 @@ def _serve(args: argparse.Namespace) -> None:
             runner.run(_serve_until_stopped(settings, listener, banner))
     except SandboxUnavailable as exc:
         _fail(f"cannot start the sandbox: {exc}", EXIT_UNAVAILABLE)
+    except StoreUnavailable as exc:
+        _fail(str(exc), EXIT_STORE)
     finally:
         lock.release()
 

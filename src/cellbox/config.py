@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data directory. "
                               "PostgreSQL: postgresql+psycopg://user:pass@host/db")
+    blob_url: str = Field("", description="Where Files API bytes live: empty means a directory in the data "
+                          "directory; 's3://bucket/prefix' an S3-compatible store (credentials from boto3's usual "
+                          "chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role).")
+    s3_endpoint_url: str = Field("", description="The S3-compatible store's URL, e.g. 'http://minio:9000' (requests "
+                                 "are then path-style); empty means AWS S3.")
+    s3_region: str = Field("", description="The bucket's region; empty means boto3's own (AWS_REGION, the "
+                           "profile's, else us-east-1).")
     api_keys: str = Field("", description="Keys seeded at start: 'key1=projectA,key2=projectB'.")
     rate_limit: int = Field(0, ge=0, description="Requests per minute per API key; 0 turns the limit off.")
     max_upload: str = Field("512m", description="Largest accepted upload.")

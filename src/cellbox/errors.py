@@ -11,7 +11,7 @@
     ├── Expired              the container exists but has expired
     ├── SandboxUnavailable   this host cannot provide the isolation we promise (with how to fix it)
     ├── SandboxFailure       a container could not start or broke underneath us
-    ├── StoreUnavailable     the database is locked, down or unreachable (worth retrying)
+    ├── StoreUnavailable     the database or the file store is locked, down or unreachable (worth retrying)
     ├── UpstreamRejected     the model server refused the request (unknown model, context too long)
     └── UpstreamUnavailable  the model server is not configured, unreachable, too slow or failing
 """

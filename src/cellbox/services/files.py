@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from sqlalchemy import bindparam, select
 
@@ -12,7 +11,7 @@ from cellbox.ids import file_id, now
 from cellbox.sandbox.workspace import safe_filename
 from cellbox.schemas.files import UPLOAD_PURPOSES
 from cellbox.services.metrics import Metrics
-from cellbox.store.blobs import Blobs
+from cellbox.store.blobs import BlobStore, Content
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import FileRow
@@ -21,7 +20,7 @@ _FILE = select(FileRow).where(FileRow.id == bindparam("fid"), FileRow.project ==
 
 
 class Files:
-    def __init__(self, db: Database, blobs: Blobs, max_upload: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, max_upload: int, metrics: Metrics | None = None) -> None:
         self._metrics = metrics or Metrics()
         self._db = db
         self.blobs = blobs
@@ -42,7 +41,7 @@ class Files:
             async with self._db.session() as session, session.begin():
                 session.add(row)
         except BaseException:
-            self.blobs.delete(new_id)
+            await self.blobs.delete(new_id)
             raise
         self._metrics.uploaded(size)
         return row
@@ -61,16 +60,17 @@ class Files:
         async with self._db.session() as session:
             return await paginate(session, query, FileRow, limit, order, after)
 
-    async def content_path(self, project: str, fid: str) -> tuple[FileRow, Path]:
+    async def content(self, project: str, fid: str) -> tuple[FileRow, Content]:
         row = await self.get(project, fid)
-        return row, self.blobs.path(row.id)
+        return row, await self.blobs.open(row.id)
 
     async def read(self, project: str, fid: str) -> tuple[FileRow, bytes]:
         row = await self.get(project, fid)
         return row, await self.blobs.read(row.id)
 
     async def delete(self, project: str, fid: str) -> None:
+        """The bytes go first: a store that fails leaves a file a retry can delete, never an orphaned object."""
         row = await self.get(project, fid)
+        await self.blobs.delete(row.id)
         async with self._db.session() as session, session.begin():
             await session.delete(await session.merge(row))
-        self.blobs.delete(row.id)

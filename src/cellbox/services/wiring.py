@@ -22,10 +22,17 @@ from cellbox.services.metrics import Metrics
 from cellbox.services.nodes import Nodes, node_id_of
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
-from cellbox.store.blobs import Blobs
+from cellbox.store.blobs import BlobStore, LocalBlobs
 from cellbox.store.db import Database
+from cellbox.store.s3 import S3Blobs
 
 log = logging.getLogger(__name__)
+
+
+def _blob_store(settings: Settings) -> BlobStore:
+    if settings.blob_url:
+        return S3Blobs(settings.blob_url, settings.s3_endpoint_url, settings.s3_region)
+    return LocalBlobs(settings.data_dir / "files")
 
 
 class Services:
@@ -37,7 +44,8 @@ class Services:
         self.keys = Keys(self.db, open_allowed=settings.loopback_only)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.metrics = Metrics()
-        self.files = Files(self.db, Blobs(settings.data_dir / "files"), settings.max_upload_bytes, self.metrics)
+        self.blobs = _blob_store(settings)
+        self.files = Files(self.db, self.blobs, settings.max_upload_bytes, self.metrics)
         self.egress = Egress(settings)
         self.nodes = Nodes(self.db, settings, node_id_of(settings.data_dir))
         self.containers = Containers(self.db, self.engine, self.files, self.nodes, settings.memory_limit,
@@ -58,6 +66,7 @@ class Services:
         self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
 
     async def start(self) -> None:
+        await self.blobs.start()  # a store that cannot be used fails the start in one line, before anything slow
         await self.db.migrate()
         await self.keys.start(self.settings.api_keys)
         await self.engine.start()

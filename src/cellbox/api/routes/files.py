@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from cellbox.api.deps import UNTRUSTED_BYTES, After, Order, Project, Svc, list_page
@@ -71,10 +73,21 @@ async def retrieve_file(file_id: str, svc: Svc, project: Project) -> FileObject:
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str, svc: Svc, project: Project) -> FileResponse:
-    row, path = await svc.files.content_path(project, file_id)
+async def file_content(file_id: str, svc: Svc, project: Project) -> Response:
+    """A local file is sent by the server itself; bytes from an object store are relayed a chunk at a time, so a
+    512 MiB file never sits in memory. The headers are the same either way."""
+    row, content = await svc.files.content(project, file_id)
     media_type = mimetypes.guess_type(row.filename)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media_type, filename=row.filename, headers=UNTRUSTED_BYTES)
+    if isinstance(content, Path):
+        return FileResponse(content, media_type=media_type, filename=row.filename, headers=UNTRUSTED_BYTES)
+    headers = {**UNTRUSTED_BYTES, "Content-Length": str(row.bytes), "Content-Disposition": _attachment(row.filename)}
+    return StreamingResponse(content, media_type=media_type, headers=headers)
+
+
+def _attachment(filename: str) -> str:
+    """As FileResponse writes it: the name as is when it is plain, else percent-encoded UTF-8 (RFC 6266)."""
+    quoted = quote(filename)
+    return f'attachment; filename="{filename}"' if quoted == filename else f"attachment; filename*=utf-8''{quoted}"
 
 
 @router.delete("/files/{file_id}")
