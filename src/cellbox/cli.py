@@ -16,7 +16,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -217,66 +217,61 @@ def _mcp(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
-def _keys(args: argparse.Namespace) -> None:
-    """Keys live in the data directory's database; these commands work with or without a running server."""
-    settings = _settings(data_dir=args.data_dir)
+def _on_catalog(data_dir: Path | None, act: Callable[[Database, Settings], Awaitable[str]]) -> None:
+    """Run ``act`` on the (migrated) catalog and print what it says: the keys and node commands work with or
+    without a running server."""
+    settings = _settings(data_dir=data_dir)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    async def act() -> str:
+    async def opened() -> str:
         db = Database(settings.database)
         try:
             await db.migrate()
-            keys = Keys(db)
-            if args.keys_command == "create":
-                return await keys.create(args.project)
-            if args.keys_command == "revoke":
-                return f"revoked {args.key_id} (project {await keys.revoke(args.key_id)})"
-            rows = await keys.list()
-            if args.json:
-                return json.dumps([{"id": i, "project": p, "created_at": c} for i, p, c in rows])
-            return remote.table(["ID", "PROJECT", "CREATED"], [[i, p, remote.when(c)] for i, p, c in rows])
+            return await act(db, settings)
         finally:
             await db.aclose()
 
     try:
-        print(asyncio.run(act()))
-    except NotFound as exc:
-        print(f"cellbox: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except StoreUnavailable as exc:
-        _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
-
-
-def _node(args: argparse.Namespace) -> None:
-    """Nodes live in the (shared) database; these commands work with or without a running server."""
-    settings = _settings(data_dir=args.data_dir)
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    async def act() -> str:
-        db = Database(settings.database)
-        try:
-            await db.migrate()
-            nodes = Nodes(db, settings, node_id_of(settings.data_dir))
-            if args.node_command in ("drain", "resume"):
-                row = await nodes.set_state(args.node_id or nodes.id, DRAINING if args.node_command == "drain" else UP)
-                return f"node {row.id} is {row.state} (a running node notices at its next heartbeat)"
-            rows = await nodes.list()
-            if args.json:
-                return json.dumps([{"id": r.id, "url": r.url, "state": r.state, "containers": r.containers,
-                                    "max_containers": r.max_containers, "memory_available": r.memory_available,
-                                    "heartbeat_at": r.heartbeat_at, "version": r.version} for r in rows])
-            return remote.table(["ID", "URL", "STATE", "CONTAINERS", "HEARTBEAT"],
-                                [[r.id + (" (this)" if r.id == nodes.id else ""), r.url, r.state,
-                                  f"{r.containers}/{r.max_containers}", remote.when(r.heartbeat_at)] for r in rows])
-        finally:
-            await db.aclose()
-
-    try:
-        print(asyncio.run(act()))
+        print(asyncio.run(opened()))
     except NotFound as exc:
         _fail(str(exc), EXIT_RAISED)
     except StoreUnavailable as exc:
         _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
+
+
+def _keys(args: argparse.Namespace) -> None:
+    async def act(db: Database, _settings: Settings) -> str:
+        keys = Keys(db)
+        if args.keys_command == "create":
+            return await keys.create(args.project)
+        if args.keys_command == "revoke":
+            return f"revoked {args.key_id} (project {await keys.revoke(args.key_id)})"
+        rows = await keys.list()
+        if args.json:
+            return json.dumps([{"id": i, "project": p, "created_at": c} for i, p, c in rows])
+        return remote.table(["ID", "PROJECT", "CREATED"], [[i, p, remote.when(c)] for i, p, c in rows])
+
+    _on_catalog(args.data_dir, act)
+
+
+def _node(args: argparse.Namespace) -> None:
+    """Nodes live in the (shared) database; ``drain`` and ``resume`` default to this data directory's node."""
+
+    async def act(db: Database, settings: Settings) -> str:
+        nodes = Nodes(db, settings, node_id_of(settings.data_dir))
+        if args.node_command in ("drain", "resume"):
+            row = await nodes.set_state(args.node_id or nodes.id, DRAINING if args.node_command == "drain" else UP)
+            return f"node {row.id} is {row.state} (a running node notices at its next heartbeat)"
+        rows = await nodes.list()
+        if args.json:
+            return json.dumps([{"id": r.id, "url": r.url, "state": r.state, "containers": r.containers,
+                                "max_containers": r.max_containers, "memory_available": r.memory_available,
+                                "heartbeat_at": r.heartbeat_at, "version": r.version} for r in rows])
+        return remote.table(["ID", "URL", "STATE", "CONTAINERS", "HEARTBEAT"],
+                            [[r.id + (" (this)" if r.id == nodes.id else ""), r.url, r.state,
+                              f"{r.containers}/{r.max_containers}", remote.when(r.heartbeat_at)] for r in rows])
+
+    _on_catalog(args.data_dir, act)
 
 
 def _fail(message: str, status: int) -> NoReturn:
