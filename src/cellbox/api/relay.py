@@ -1,4 +1,5 @@
-"""Requests for a container that another live node runs are relayed to that node, whichever server got them.
+"""Requests for a container that another live node runs are relayed to that node, whichever server got them; a
+create that this node should not take (it is draining or full) goes to the live node with the most room.
 
 The relayed request is the client's own, bytes as they come (uploads and SSE streams included), with its API key:
 the owner authenticates and authorises it as if the client had called it directly. A relayed request is never
@@ -33,19 +34,31 @@ class Relay:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _CONTAINER_PATH.match(scope["path"]) if scope["type"] == "http" else None
-        services: Services | None = getattr(scope["app"].state, "services", None) if match else None
-        if match and services is not None and not any(k == RELAYED_BY for k, _ in scope["headers"]):
-            owner = await services.containers.owner_elsewhere(match.group(1))
-            if owner is not None:
-                await _relay(services, match.group(1), owner, scope, receive, send)
+        if scope["type"] == "http" and not any(k == RELAYED_BY for k, _ in scope["headers"]):
+            services: Services | None = getattr(scope["app"].state, "services", None)
+            target = await _target(services, scope) if services is not None else None
+            if services is not None and target is not None:
+                await _relay(services, target, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-async def _relay(services: Services, cid: str, owner: tuple[str, str], scope: Scope, receive: Receive,
+async def _target(services: Services, scope: Scope) -> tuple[str, str, str | None] | None:
+    """Where the request should go instead, as (node id, URL, container id), or None to answer it here."""
+    if scope["path"] == "/v1/containers" and scope["method"] == "POST":
+        if services.nodes.takes_more(len(list(services.engine))):
+            return None
+        other = await services.nodes.elsewhere()  # none: this node answers why it takes no more
+        return (*other, None) if other is not None else None
+    if match := _CONTAINER_PATH.match(scope["path"]):
+        owner = await services.containers.owner_elsewhere(match.group(1))
+        return (*owner, match.group(1)) if owner is not None else None
+    return None
+
+
+async def _relay(services: Services, target: tuple[str, str, str | None], scope: Scope, receive: Receive,
                  send: Send) -> None:
-    node_id, url = owner
+    node_id, url, cid = target
     started = False
 
     async def respond(status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -94,6 +107,9 @@ async def _relay(services: Services, cid: str, owner: tuple[str, str], scope: Sc
         await relayed
     if started:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+    elif cid is None:
+        await error_response(SandboxUnavailable(f"node {node_id} was lost while it made the container; try again"))(
+            scope, receive, send)
     else:
         await error_response(Expired(f"Container {cid} has expired: its node {node_id} was lost while this request "
                                      "waited; create a new container."))(scope, receive, send)

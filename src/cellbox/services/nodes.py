@@ -124,6 +124,21 @@ class Nodes:
             if node is None or node.state == DOWN:
                 return
 
+    def takes_more(self, containers: int) -> bool:
+        """Whether this node should make the next container itself (up, and below its capacity)."""
+        return self.accepting and containers < self._max_containers
+
+    async def elsewhere(self) -> tuple[str, str] | None:
+        """(id, URL) of the live node with the most room for a new container, other than this one: up, heard from
+        within the timeout, below its capacity; the least loaded first, then the one with the most memory free."""
+        load = NodeRow.containers * 1.0 / NodeRow.max_containers
+        async with self._db.session() as session:
+            row = (await session.execute(select(NodeRow.id, NodeRow.url).where(
+                NodeRow.state == UP, NodeRow.id != self.id, NodeRow.heartbeat_at >= now() - self._timeout,
+                NodeRow.containers < NodeRow.max_containers).order_by(
+                load, NodeRow.memory_available.desc()).limit(1))).first()
+        return (row.id, row.url) if row is not None else None
+
     async def get(self, node_id: str) -> NodeRow | None:
         async with self._db.session() as session:
             return await session.get(NodeRow, node_id)

@@ -1,6 +1,7 @@
-"""Nodes: servers sharing one PostgreSQL catalog each own their containers, report a heartbeat, and give up a
-node that stops reporting (SIGKILL mid-execution): its containers expire and say why, the others go on. A drained
-node takes no new containers until it is resumed."""
+"""Nodes: servers sharing one PostgreSQL catalog each own their containers, answer for each other's (relayed to the
+owner), report a heartbeat, and give up a node that stops reporting (SIGKILL mid-execution): its containers expire
+and say why, the others go on. A drained node takes no new containers: it sends them to a node with room, or, alone,
+refuses them until it is resumed."""
 
 from __future__ import annotations
 
@@ -74,6 +75,16 @@ def test_a_node_killed_mid_execution_is_lost_and_its_containers_say_so(postgres:
             on_a.containers.delete(spare.id)
             with pytest.raises(openai.NotFoundError):
                 on_b.containers.retrieve(spare.id)
+
+            # A drained a sends new containers to the live node with room: b.
+            nodes(a.data_dir, "drain", **database)
+            until(lambda: http_a.get("/health").json()["node"]["state"] == "draining", "a to notice its drain")
+            placed = on_a.containers.create(name="placed while a drains")
+            assert http_a.post(f"/v1/containers/{placed.id}/execute",
+                               json={"code": "open('placed', 'w').close()"}).status_code == 200
+            assert list((tmp_path / "b").rglob("placed"))
+            nodes(a.data_dir, "resume", **database)
+            until(lambda: http_a.get("/health").json()["node"]["state"] == "up", "a to notice its resume")
 
             ended: dict[str, Any] = {}
 
