@@ -76,9 +76,9 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
         try:
             response = await services.relay.send(request, stream=True)
         except httpx.HTTPError:
-            await error_response(SandboxUnavailable(
-                f"node {node_id} ({url}), which runs this container, did not answer; try again"))(scope, receive,
-                                                                                                    send)
+            role = "which runs this container" if cid is not None else "chosen to make the container"
+            await error_response(SandboxUnavailable(f"node {node_id} ({url}), {role}, did not answer; try again"))(
+                scope, receive, send)
             return
         try:
             await respond(response.status_code, [(k, v) for k, v in response.headers.raw

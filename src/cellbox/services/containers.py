@@ -51,7 +51,7 @@ class Containers:
                  expiry_minutes: int, metrics: Metrics | None = None, egress: Egress | None = None) -> None:
         self._metrics = metrics or Metrics()
         self._nodes = nodes
-        self._unclaimed: set[str] = set()  # sandboxes with no running row of this node at the last reconcile
+        self._creating: set[str] = set()  # sandboxes started whose row is not written yet
         self._egress = egress
         self._db = db
         self._engine = engine
@@ -121,6 +121,7 @@ class Containers:
         sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
         memory = body.memory_limit or self._default_memory
         box = await self._start(memory, policy)
+        self._creating.add(box.id)
         self._metrics.containers_created.inc()
         created = now()
         row = ContainerRow(id=box.id, project=project, name=body.name, status=RUNNING, created_at=created,
@@ -130,8 +131,11 @@ class Containers:
         row.network = None if policy is None else ContainerNetworkRow(  # set either way: never lazily loaded
             container_id=box.id, allowed_domains=policy.domains, had_secrets=bool(policy.secrets))
         try:
-            async with self._db.session() as session, session.begin():
-                session.add(row)
+            try:
+                async with self._db.session() as session, session.begin():
+                    session.add(row)
+            finally:
+                self._creating.discard(box.id)
             for source, data in sources:
                 await self._put(row, box, source.filename, data)
         except BaseException:
@@ -272,14 +276,13 @@ class Containers:
 
     async def reconcile(self) -> int:
         """Stop this node's sandboxes that no running container of this node owns any more (deleted through
-        another server, or expired while this node was given up for lost), when two checks in a row agree: a
-        sandbox being created has no row for a moment."""
+        another server, or expired while this node was given up for lost). The sandboxes are listed before the
+        rows are read, leaving out those whose row is still being written, so a create is never mistaken."""
+        listed = {box.id for box in self._engine} - self._creating
         async with self._db.session() as session:
             owned = set((await session.execute(select(ContainerRow.id).where(
                 ContainerRow.status == RUNNING, ContainerRow.node_id == self._nodes.id))).scalars())
-        unowned = {box.id for box in self._engine} - owned
-        stale = unowned & self._unclaimed
-        self._unclaimed = unowned - stale
+        stale = listed - owned
         for cid in stale:
             with contextlib.suppress(NotFound):
                 await self._engine.destroy(cid)

@@ -87,12 +87,14 @@ class Nodes:
         given it up for lost meanwhile: its containers have expired, and it is up again."""
         async with self._db.session() as session, session.begin():
             row = await session.get(NodeRow, self.id)
-            if row is None:
-                raise NotFound(f"node {self.id} is not registered")
-            lost = row.state == DOWN
-            self.state = UP if lost else row.state
-            row.state, row.heartbeat_at, row.containers = self.state, now(), containers
-            row.memory_available = memory_available()
+            if row is not None:
+                lost = row.state == DOWN
+                self.state = UP if lost else row.state
+                row.state, row.heartbeat_at, row.containers = self.state, now(), containers
+                row.memory_available = memory_available()
+        if row is None:  # an operator removed its row: it reports for duty again
+            await self.start(containers)
+            return False
         if lost:
             log.warning("node %s had been given up for lost (no heartbeat for %ss); its containers expired",
                         self.id, self._timeout)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import Executable, create_engine, event, text
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import Engine, Result
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -71,12 +71,13 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         self._reader: sessionmaker[Session] | None = None
+        self._reader_engine: Engine | None = None
         if url.startswith("sqlite+aiosqlite:///"):
             # Point lookups on this thread: an indexed read of a WAL database takes microseconds, the hop to
             # aiosqlite's thread and back far more on a busy machine (BENCHMARKS.md, stop 10).
-            reader = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
-            event.listen(reader, "connect", _reader_pragmas)
-            self._reader = sessionmaker(reader, expire_on_commit=False)
+            self._reader_engine = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
+            event.listen(self._reader_engine, "connect", _reader_pragmas)
+            self._reader = sessionmaker(self._reader_engine, expire_on_commit=False)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -109,6 +110,6 @@ class Database:
             log.info("database schema migrated from revision %s to %s", before, now)
 
     async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.kw["bind"].dispose()
+        if self._reader_engine is not None:
+            self._reader_engine.dispose()
         await self.engine.dispose()

@@ -172,3 +172,30 @@ def test_a_node_timeout_shorter_than_three_heartbeats_is_refused_at_start(tmp_pa
     assert done.returncode == 2
     assert done.stderr.startswith(f"cellbox: error: invalid configuration: {said}")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_node_given_up_while_paused_stops_what_it_no_longer_owns(postgres: Postgres, tmp_path: Path) -> None:
+    database = {"CELLBOX_DATABASE_URL": postgres.database()}
+    a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    a.start()
+    b.start()
+    try:
+        with client(b) as on_b, raw(b) as http_b:
+            box = on_b.containers.create(name="paused with b")
+            assert b.process is not None
+            b.process.send_signal(signal.SIGSTOP)  # alive, but silent: a gives it up
+            try:
+                until(lambda: httpx.get(f"{a.url}/v1/containers/{box.id}", headers=http_b.headers,
+                                        timeout=60).json().get("status") == "expired", "a to give b up")
+            finally:
+                b.process.send_signal(signal.SIGCONT)
+            until(lambda: "stopped 1 sandbox(es)" in b"".join(b._stderr).decode(), "b to stop the sandbox")
+            gone = http_b.post(f"/v1/containers/{box.id}/execute", json={"code": "1"})
+            check_error(gone, 400, "has expired")
+            assert on_b.containers.create(name="after").status == "running"  # up again, taking containers
+    finally:
+        b.stop()
+        a.stop()

@@ -13,7 +13,7 @@ from cellbox.errors import InvalidInput, NotFound
 from cellbox.ids import now
 from cellbox.services.nodes import DOWN, DRAINING, UP, Nodes, node_id_of
 from cellbox.store.db import Database
-from cellbox.store.tables import ContainerRow
+from cellbox.store.tables import ContainerRow, NodeRow
 
 
 def node(db: Database, tmp_path: Path, name: str) -> Nodes:
@@ -77,3 +77,14 @@ async def test_bad_state_changes_are_refused(db: Database, tmp_path: Path) -> No
     await a.sweep(at=now() + 3600)
     with pytest.raises(InvalidInput, match="is down"):
         await a.set_state("node_b", UP)
+
+
+async def test_a_node_whose_row_was_removed_reports_again(db: Database, tmp_path: Path) -> None:
+    a = node(db, tmp_path, "a")
+    await a.start(containers=0)
+    async with db.session() as session, session.begin():
+        await session.delete(await session.get(NodeRow, "node_a"))
+    assert await a.beat(containers=3) is False
+    row = await a.get("node_a")
+    assert row is not None
+    assert (row.state, row.containers) == (UP, 3)
