@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="one JSON document")
     nodes = commands.add_parser("node", help="list, drain or resume the nodes (servers that run containers)")
     node_commands = nodes.add_subparsers(dest="node_command", required=True)
-    node_list = node_commands.add_parser("ls", help="list the nodes: state, load and last heartbeat")
+    node_list = node_commands.add_parser("ls", help="list the servers: role, state, load and last heartbeat")
     node_list.add_argument("--json", action="store_true", help="one JSON document")
     drain = node_commands.add_parser("drain", help="take no new containers on a node; its own expire as usual")
     resume = node_commands.add_parser("resume", help="put a drained node back in service")
@@ -124,7 +124,7 @@ def _serve(args: argparse.Namespace) -> None:
         keys = asyncio.run(_key_count(settings))  # migrates the schema first
     except StoreUnavailable as exc:
         _fail(f"cannot open the database: {exc}", EXIT_UNAVAILABLE)
-    if not keys and not settings.loopback_only:
+    if not keys and not settings.loopback_only and settings.role != "node":  # a node answers peers only
         _usage_error(f"refusing to serve on {settings.host} without API keys: set CELLBOX_API_KEYS or run "
                      "`cellbox keys create --project NAME` (open mode is only allowed on loopback)")
     try:
@@ -138,7 +138,9 @@ def _serve(args: argparse.Namespace) -> None:
         models = f"/v1/responses drives the model server at {settings.upstream_base_url}"
         if aliases:
             models += f" (aliases: {settings.model_aliases})"
-    banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1 with {mode}; {models}"
+    role = {"all": "", "api": " as an api server (containers run on the nodes)",
+            "node": " as a node (for the cluster's servers only)"}[settings.role]
+    banner = f"cellbox: serving http://{settings.host}:{settings.port}/v1{role} with {mode}; {models}"
     print(f"cellbox: starting (data directory {settings.data_dir}) ...", file=sys.stderr, flush=True)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -264,11 +266,11 @@ def _node(args: argparse.Namespace) -> None:
             return f"node {row.id} is {row.state} (a running node notices at its next heartbeat)"
         rows = await nodes.list()
         if args.json:
-            return json.dumps([{"id": r.id, "url": r.url, "state": r.state, "containers": r.containers,
+            return json.dumps([{"id": r.id, "role": r.role, "url": r.url, "state": r.state, "containers": r.containers,
                                 "max_containers": r.max_containers, "memory_available": r.memory_available,
                                 "heartbeat_at": r.heartbeat_at, "version": r.version} for r in rows])
-        return remote.table(["ID", "URL", "STATE", "CONTAINERS", "HEARTBEAT"],
-                            [[r.id + (" (this)" if r.id == nodes.id else ""), r.url, r.state,
+        return remote.table(["ID", "ROLE", "URL", "STATE", "CONTAINERS", "HEARTBEAT"],
+                            [[r.id + (" (this)" if r.id == nodes.id else ""), r.role, r.url, r.state,
                               f"{r.containers}/{r.max_containers}", remote.when(r.heartbeat_at)] for r in rows])
 
     _on_catalog(args.data_dir, act)

@@ -101,8 +101,16 @@ class Settings(BaseSettings):
                                "or mirror, e.g. 'https://pypi.internal/simple'); its host is then allowed in every "
                                "allowlist. Default port only: map another address or port with "
                                "CELLBOX_EGRESS_RESOLVE.")
+    role: Literal["all", "api", "node"] = Field(
+        "all", description="What this server does: 'all' answers the API and runs containers (one machine); 'api' "
+        "answers the API and sends every container's work to a node (no engine: needs PostgreSQL, "
+        "CELLBOX_BLOB_URL and CELLBOX_NODE_TOKEN); 'node' runs containers for the API servers only (it answers "
+        "requests that carry the node token, besides /health and /metrics).")
+    node_token: str = Field("", description="The secret every server of a cluster shares: requests between them "
+                            "carry it, and a node answers a server's request for a project only with it. At "
+                            "least 32 characters; required by the api and node roles.")
     node_url: str = Field("", description="The address other servers reach this node at (shown in `cellbox node "
-                          "ls`, later used for routing). Empty: http://HOST:PORT as served.")
+                          "ls`, used to relay requests to it). Empty: http://HOST:PORT as served.")
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between a node's reports of its load "
                                       "(its heartbeat) in the shared database.")
     node_timeout: float = Field(30.0, gt=0, description="Seconds without a heartbeat after which a node is lost: "
@@ -118,7 +126,20 @@ class Settings(BaseSettings):
         if self.node_timeout < 3 * self.heartbeat_interval:
             raise ValueError(f"node_timeout ({self.node_timeout}) must be at least three heartbeat intervals "
                              f"({3 * self.heartbeat_interval}), or a node that is merely slow would be lost")
+        if self.node_token and len(self.node_token) < 32:
+            raise ValueError("node_token must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.role != "all" and not self.node_token:
+            raise ValueError(f"the {self.role} role needs CELLBOX_NODE_TOKEN, the secret the servers of a cluster "
+                             "share (e.g. `openssl rand -hex 32`)")
+        if self.role == "api" and not (self.database_url.startswith("postgresql") and self.blob_url):
+            raise ValueError("the api role keeps nothing of its own: it needs a PostgreSQL CELLBOX_DATABASE_URL and "
+                             "an object store in CELLBOX_BLOB_URL, shared with the nodes")
         return self
+
+    @property
+    def runs_containers(self) -> bool:
+        """Whether this server has an engine: every role but api."""
+        return self.role != "api"
 
     @property
     def loopback_only(self) -> bool:

@@ -153,3 +153,27 @@ def test_bad_sizes_surface_as_invalid_input(env: pytest.MonkeyPatch) -> None:
                                                 ("10.1.2.3", False), ("cellbox.example", False)])
 def test_only_a_loopback_bind_counts_as_loopback_only(host: str, loopback: bool) -> None:
     assert Settings(host=host).loopback_only is loopback
+
+
+@pytest.mark.parametrize(("env_vars", "said"), [
+    ({"CELLBOX_ROLE": "node"}, "the node role needs CELLBOX_NODE_TOKEN"),
+    ({"CELLBOX_ROLE": "api", "CELLBOX_NODE_TOKEN": "t" * 32}, "needs a PostgreSQL CELLBOX_DATABASE_URL"),
+    ({"CELLBOX_ROLE": "api", "CELLBOX_NODE_TOKEN": "t" * 32, "CELLBOX_DATABASE_URL": "postgresql+psycopg://h/db"},
+     "an object store in CELLBOX_BLOB_URL"),
+    ({"CELLBOX_NODE_TOKEN": "short"}, "at least 32 characters"),
+    ({"CELLBOX_ROLE": "everything"}, "Input should be 'all', 'api' or 'node'"),
+])
+def test_a_role_without_what_it_needs_is_refused(env: pytest.MonkeyPatch, env_vars: dict[str, str],
+                                                 said: str) -> None:
+    for name, value in env_vars.items():
+        env.setenv(name, value)
+    with pytest.raises(ValidationError, match=said):
+        Settings()
+
+
+def test_the_roles_that_run_containers(env: pytest.MonkeyPatch) -> None:
+    token = {"node_token": "t" * 32}
+    assert Settings().runs_containers
+    assert Settings(role="node", **token).runs_containers
+    assert not Settings(role="api", database_url="postgresql+psycopg://h/db", blob_url="s3://b/p",
+                        **token).runs_containers

@@ -14,6 +14,7 @@ from cellbox.api import errors, mcp
 from cellbox.api.access_log import AccessLog
 from cellbox.api.hosts import LoopbackHosts
 from cellbox.api.limits import BodyLimit
+from cellbox.api.peers import PeersOnly
 from cellbox.api.relay import Relay
 from cellbox.api.routes import (
     container_files,
@@ -55,6 +56,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                               "/v1/containers/{id}/execute.")
     errors.install(app)
     app.add_middleware(Relay)  # innermost of ours: the Host and body checks apply to relayed requests too
+    if settings.role == "node":
+        app.add_middleware(PeersOnly)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(LoopbackHosts)
     app.add_middleware(AccessLog)

@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPBearer
 
 from cellbox.schemas.common import ListPage, Wire
+from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF
 from cellbox.services.wiring import Services
 
 W = TypeVar("W", bound=Wire | dict[str, Any])
@@ -20,12 +21,16 @@ async def services(request: Request) -> Services:
 
 
 class _KeyProject(HTTPBearer):
-    """The caller's project, from the bearer key: auth and the rate limit, on every request. A security scheme, so
+    """The caller's project, from the bearer key: auth and the rate limit, on every request (a server of the
+    cluster names the project it works for beside the node token instead). A security scheme, so
     /docs offers an Authorize button, read in one step: as a plain dependency with a Header parameter and an
     HTTPBearer beneath it, FastAPI spent 0.2 ms a request solving it (BENCHMARKS.md, stop 8)."""
 
     async def __call__(self, request: Request) -> str:  # type: ignore[override]
         svc: Services = request.app.state.services
+        if svc.keys.peer(request.headers.get(NODE_TOKEN)) and (peer_for := request.headers.get(ON_BEHALF_OF)):
+            request.state.project = peer_for  # a server of the cluster, for a project (services/remote.py)
+            return peer_for
         owner = await svc.keys.project_for(request.headers.get("authorization"))
         request.state.project = owner  # for the access log
         svc.rate_limiter.check(owner)

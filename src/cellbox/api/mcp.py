@@ -93,27 +93,27 @@ def build(current: Callable[[], Services]) -> MCPServer:
         services = current()
         """The named container (a 404 unless this project's and running), or this session's own."""
         if given:
-            await services.containers.sandbox(project, given)
+            await services.cluster.running(project, given)
             return given
         headers = ctx.headers or {}
         session = headers.get("mcp-session-id") or headers.get("x-session-id")  # x-session-id: vLLM, per request
         if session and (cid := sessions.get(project, session)):
             try:
-                await services.containers.sandbox(project, cid)
+                await services.cluster.running(project, cid)
                 return cid
             except CellboxError:
                 pass  # expired or deleted: a new one, as the first call of a session gets
-        row = await services.containers.create(project, CreateContainer(name=f"mcp: {session or 'stateless'}"))
+        cid = await services.cluster.create(project, CreateContainer(name=f"mcp: {session or 'stateless'}"))
         if session:
-            sessions.set(project, session, row.id)
-        return row.id
+            sessions.set(project, session, cid)
+        return cid
 
     @server.tool(description="Run Python code in this session's container. " + INSTRUCTIONS)
     @_said
     async def python(code: CodeArg, ctx: Context, container_id: ContainerArg = None) -> list[Any]:
         project = await project_of(ctx)
         cid = await container(ctx, project, container_id)
-        execution = await current().executions.run(project, cid, code, None)
+        execution = await current().cluster.run(project, cid, code)
         text = "".join(o.logs for o in execution.outputs if isinstance(o, LogsOutput))
         ending = f"[status: {execution.status}; container_id: {cid}]"
         if execution.message:
@@ -133,9 +133,9 @@ def build(current: Callable[[], Services]) -> MCPServer:
     async def list_files(ctx: Context, container_id: ContainerArg = None) -> str:
         project = await project_of(ctx)
         cid = await container(ctx, project, container_id)
-        page = await current().containers.list_files(project, cid, 100, "asc", None)
-        lines = [f"{row.path}\t{row.bytes} bytes\t{row.id}" for row in page.rows]
-        more = ["[more files: list them over /v1]"] if page.has_more else []
+        files, has_more = await current().cluster.files(project, cid, 100)
+        lines = [f"{file.path}\t{file.bytes} bytes\t{file.id}" for file in files]
+        more = ["[more files: list them over /v1]"] if has_more else []
         return "\n".join(lines + more + [f"[container_id: {cid}]"])
 
     @server.tool(description="Put a file into /mnt/data of this session's container (text, or base64 for bytes).")
@@ -148,7 +148,7 @@ def build(current: Callable[[], Services]) -> MCPServer:
             data = base64.b64decode(content, validate=True) if base64_encoded else content.encode()
         except ValueError:
             raise InvalidInput("content is not valid base64", "content") from None
-        row = await current().containers.add_upload(project, cid, name, data)
+        row = await current().cluster.add_upload(project, cid, name, data)
         return f"{row.path} ({row.bytes} bytes) [container_id: {cid}]"
 
     @server.tool(description="Read a file from /mnt/data of this session's container: text as text, other "
@@ -158,7 +158,7 @@ def build(current: Callable[[], Services]) -> MCPServer:
         project = await project_of(ctx)
         cid = await container(ctx, project, container_id)
         full = path if path.startswith("/mnt/data/") else f"/mnt/data/{path.lstrip('/')}"
-        data = await current().containers.read_path(project, cid, full, MAX_READ + 1)
+        data = await current().cluster.read_path(project, cid, full, MAX_READ + 1)
         if len(data) > MAX_READ:
             raise InvalidInput(f"{full} is larger than {MAX_READ >> 20} MiB; download it over /v1", "path")
         if b"\x00" not in data:  # text: UTF-8 without NULs

@@ -1,16 +1,17 @@
 """Requests for a container that another live node runs are relayed to that node, whichever server got them; a
-create that this node should not take (it is draining or full) goes to the live node with the most room.
+create goes to the live node with the most room, when that is not this one (services/nodes.py, ``place``).
 
 The relayed request is the client's own, bytes as they come (uploads and SSE streams included), with its API key:
-the owner authenticates and authorises it as if the client had called it directly. A relayed request is never
-relayed again (``x-cellbox-relayed-by``), so two nodes that disagree about an owner cannot bounce a request
-between them. A node that dies while relaying answers 503, or ends the stream; one that vanishes without closing
-its connections is noticed when it is marked down, so no relayed request waits forever.
+the owner authenticates and authorises it as if the client had called it directly, and the node token (when the
+cluster has one) says a peer sent it. Whatever of Cellbox's own peer headers the client sent is dropped, so a
+client cannot speak for another project. A relayed request is never relayed again (``x-cellbox-relayed-by``), so
+two nodes that disagree about an owner cannot bounce a request between them. A node that dies while relaying
+answers 503, or ends the stream; one that vanishes without closing its connections is noticed when it is marked
+down, so no relayed request waits forever.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -19,10 +20,13 @@ import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellbox.api.errors import error_response
-from cellbox.errors import Expired, SandboxUnavailable
+from cellbox.errors import CellboxError, Expired, SandboxUnavailable
+from cellbox.services.nodes import NodeLost
+from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY, peer_headers
 from cellbox.services.wiring import Services
 
-RELAYED_BY = b"x-cellbox-relayed-by"
+_RELAYED = RELAYED_BY.encode()
+_OURS = {name.encode() for name in (NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY)}
 _CONTAINER_PATH = re.compile(r"^/v1/containers/(cntr_[0-9a-f]{1,64})(?:/|$)")
 # Per connection, not per message (RFC 9110 7.6.1); the owner and the client each frame their own.
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
@@ -34,9 +38,13 @@ class Relay:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not any(k == RELAYED_BY for k, _ in scope["headers"]):
+        if scope["type"] == "http" and not any(k == _RELAYED for k, _ in scope["headers"]):
             services: Services | None = getattr(scope["app"].state, "services", None)
-            target = await _target(services, scope) if services is not None else None
+            try:
+                target = await _target(services, scope) if services is not None else None
+            except CellboxError as exc:  # no node can take a new container
+                await error_response(exc)(scope, receive, send)
+                return
             if services is not None and target is not None:
                 await _relay(services, target, scope, receive, send)
                 return
@@ -46,9 +54,7 @@ class Relay:
 async def _target(services: Services, scope: Scope) -> tuple[str, str, str | None] | None:
     """Where the request should go instead, as (node id, URL, container id), or None to answer it here."""
     if scope["path"] == "/v1/containers" and scope["method"] == "POST":
-        if services.nodes.takes_more(len(list(services.engine))):
-            return None
-        other = await services.nodes.elsewhere()  # none: this node answers why it takes no more
+        other = await services.nodes.place(services.containers.live)  # none: here (or this node says why not)
         return (*other, None) if other is not None else None
     if match := _CONTAINER_PATH.match(scope["path"]):
         owner = await services.containers.owner_elsewhere(match.group(1))
@@ -69,9 +75,10 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
     async def forward() -> None:
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP | _OURS]
         request = services.relay.build_request(scope["method"], url + path + query,
-                                               headers=[*headers, (RELAYED_BY, services.nodes.id.encode())],
+                                               headers=[*headers, *peer_headers(services.settings.node_token,
+                                                                                services.nodes.id)],
                                                content=_body(receive))
         try:
             response = await services.relay.send(request, stream=True)
@@ -90,21 +97,11 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
         finally:
             await response.aclose()
 
-    relayed = asyncio.ensure_future(forward())
-    lost = asyncio.ensure_future(services.nodes.until_down(node_id))
     try:
-        done, _ = await asyncio.wait({relayed, lost}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # the client went away, or the server is stopping
-        relayed.cancel()
-        raise
-    finally:
-        lost.cancel()
-    if relayed in done:
-        relayed.result()  # its own failure, if any
+        await services.nodes.unless_lost(node_id, forward())
         return
-    relayed.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await relayed
+    except NodeLost:
+        pass
     if started:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif cid is None:

@@ -94,6 +94,7 @@ class ExecuteRequest(Request):
     code: str
     timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
     stream: bool = False
+    figures: bool = False  # keep each displayed PNG as a container file too, as the Responses tool does
 
 
 class LogsOutput(Wire):

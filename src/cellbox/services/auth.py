@@ -12,6 +12,7 @@ refuses every request until a key exists again.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -51,9 +52,10 @@ def parse_seed(text: str) -> dict[str, str]:
 class Keys:
     """Who is calling: a key's project, or the open local mode while no key exists at all."""
 
-    def __init__(self, db: Database, *, open_allowed: bool = True) -> None:
+    def __init__(self, db: Database, *, open_allowed: bool = True, node_token: str = "") -> None:
         self._db = db
         self._open_allowed = open_allowed  # False beyond loopback: no keys then means no access at all
+        self._node_token = node_token.encode()
         self._projects: dict[str, tuple[str, float]] = {}  # digest -> (project, when read); known keys, oldest first
         self._keyless: tuple[bool, float] = (False, -RECHECK)
 
@@ -108,6 +110,15 @@ class Keys:
             await session.delete(rows[0])
         self._projects.pop(rows[0].hash, None)
         return rows[0].project
+
+    def peer(self, token: str | None) -> bool:
+        """Whether a request carrying ``token`` (its node token header) comes from a server of this cluster: False
+        without one, an error for a wrong one."""
+        if token is None:
+            return False
+        if not self._node_token or not hmac.compare_digest(token.encode(), self._node_token):
+            raise Unauthenticated("Incorrect node token: the servers of a cluster share one CELLBOX_NODE_TOKEN.")
+        return True
 
     async def project_for(self, authorization: str | None) -> str:
         if await self._no_keys():

@@ -60,6 +60,11 @@ class Containers:
         self._expiry_minutes = expiry_minutes
         self._lock = asyncio.Lock()  # serialises expiry against use
 
+    @property
+    def live(self) -> int:
+        """How many containers this node runs now."""
+        return sum(1 for _ in self._engine)
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def restore(self) -> None:
@@ -115,6 +120,8 @@ class Containers:
         policy = self.check_policy(body.network_policy, policy_param)
         if body.skills:
             raise InvalidInput("skills are not supported", "skills")
+        if not self._nodes.runs_containers:
+            raise SandboxUnavailable("this api server runs no containers itself, and no node has room for one")
         if not self._nodes.accepting:
             raise SandboxUnavailable(f"this node ({self._nodes.id}) is {self._nodes.state}: it takes no new "
                                      "containers (`cellbox node resume` puts it back in service)")
@@ -251,9 +258,8 @@ class Containers:
             why = await self._why(row)
             if row.node_id not in (None, self._nodes.id) and not why:
                 node = await self._nodes.get(row.node_id)
-                raise SandboxUnavailable(f"Container {cid} runs on node {row.node_id} ({node and node.url}); "
-                                         "responses and MCP tools use it only through that node: send the "
-                                         "request there") from None
+                raise SandboxUnavailable(f"Container {cid} runs on node {row.node_id} ({node and node.url}), "
+                                         "not on this one; try again") from None
             raise Expired(f"Container {cid} is no longer running{why}; create a new container.") from None
 
     async def owner_elsewhere(self, cid: str) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@ and the files the run created or changed registered as container files."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from cellbox.services.containers import Containers
 from cellbox.services.metrics import Metrics
 from cellbox.store.tables import ContainerFileRow
 
+PNG_URL = "data:image/png;base64,"
 STATUS: dict[Status, ExecutionStatus] = {
     "ok": "completed", "error": "failed", "timeout": "timeout", "out_of_memory": "out_of_memory", "crashed": "crashed",
 }
@@ -63,7 +65,11 @@ class Executions:
         self._containers = containers
         self._metrics = metrics or Metrics()
 
-    async def stream(self, project: str, cid: str, code: str, timeout: float | None) -> AsyncIterator[Update]:
+    async def stream(self, project: str, cid: str, code: str, timeout: float | None,
+                     figures: bool = False) -> AsyncIterator[Update]:
+        """The run's outputs as they come, then the execution; with ``figures``, each PNG the code displayed is
+        also kept as a container file (named after its own id, as OpenAI does) and listed in its files, so an
+        answer can cite it."""
         row, box = await self._containers.sandbox(project, cid)
         started = time.monotonic()
         items: list[LogsOutput | ImageOutput] = []
@@ -72,6 +78,8 @@ class Executions:
                 self._metrics.executions.labels(STATUS[event.status]).inc()
                 self._metrics.execution_seconds.observe(time.monotonic() - started)
                 files = await self._settle(cid, row.last_active_at, event)
+                if figures:
+                    files += await self._figures(project, cid, items)
                 yield Update(execution=Execution(
                     id=execution_id(), container_id=cid, status=STATUS[event.status],
                     outputs=merged(items), files=[container_file(f) for f in files],
@@ -92,8 +100,20 @@ class Executions:
             return []
         return files
 
-    async def run(self, project: str, cid: str, code: str, timeout: float | None) -> Execution:
-        async for update in self.stream(project, cid, code, timeout):
+    async def _figures(self, project: str, cid: str, items: list[LogsOutput | ImageOutput]) -> list[ContainerFileRow]:
+        kept = []
+        for item in items:
+            if isinstance(item, ImageOutput) and item.url.startswith(PNG_URL):
+                png = base64.b64decode(item.url.removeprefix(PNG_URL), validate=True)  # checked in sandbox.frames
+                try:
+                    kept.append(await self._containers.add_figure(project, cid, png))
+                except NotFound:  # deleted meanwhile: the run's own answer says so
+                    break
+        return kept
+
+    async def run(self, project: str, cid: str, code: str, timeout: float | None,
+                  figures: bool = False) -> Execution:
+        async for update in self.stream(project, cid, code, timeout, figures):
             if update.execution is not None:
                 return update.execution
         raise RuntimeError("execution ended without a result")  # pragma: no cover

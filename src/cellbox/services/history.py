@@ -28,8 +28,9 @@ class Context:
 
 
 class History:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, node_id: str) -> None:
         self._db = db
+        self._node_id = node_id  # the server that runs the responses it begins
 
     # begin and finish run on every stored response: plain INSERT and UPDATE statements, one round each, rather
     # than the ORM's unit of work around objects nobody reads again (it cost 3-4 ms a write; BENCHMARKS.md, stop 8).
@@ -39,7 +40,7 @@ class History:
         async with self._db.session() as session, session.begin():
             await session.execute(insert(ResponseRow).values(
                 id=rid, project=project, created_at=response["created_at"], status=response["status"],
-                previous_response_id=response.get("previous_response_id"),
+                previous_response_id=response.get("previous_response_id"), node_id=self._node_id,
                 body={"response": response, "tool_results": {}}))
             if inputs:
                 await session.execute(insert(ResponseItemRow), [
@@ -58,14 +59,20 @@ class History:
                 await session.execute(insert(StoredItemRow), [
                     {"id": item["id"], "project": project, "response_id": rid, "body": item} for item in outputs])
 
-    async def fail_unfinished(self) -> int:
-        """At start: responses a stopped server left queued or in progress end ``failed`` and say why."""
+    async def fail_unfinished(self, lost: list[str] | None = None) -> int:
+        """Responses left queued or in progress end ``failed`` and say why: at start, those this server ran before
+        it stopped (and those from before servers were recorded); else those of the servers ``lost``."""
+        if lost is None:
+            ran_here = (ResponseRow.node_id == self._node_id) | ResponseRow.node_id.is_(None)
+            why = "the server restarted while this response ran; create it again"
+        else:
+            ran_here, why = ResponseRow.node_id.in_(lost), "the server running this response was lost; create it again"
         async with self._db.session() as session, session.begin():
             rows = list((await session.execute(select(ResponseRow).where(
-                ResponseRow.status.in_(("queued", "in_progress"))))).scalars())
+                ResponseRow.status.in_(("queued", "in_progress")), ran_here))).scalars())
             for row in rows:
                 response = {**row.body["response"], "status": "failed", "error": {
-                    "code": "server_error", "message": "the server restarted while this response ran; create it again"}}
+                    "code": "server_error", "message": why}}
                 row.status, row.body = "failed", {**row.body, "response": response}
         return len(rows)
 

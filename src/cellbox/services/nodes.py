@@ -8,16 +8,19 @@ containers expire, saying why. A draining node takes no new containers and lets 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from cellbox import __version__
 from cellbox.config import Settings
-from cellbox.errors import InvalidInput, NotFound
+from cellbox.errors import InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import now
 from cellbox.store.db import Database
 from cellbox.store.tables import ContainerRow, NodeRow
@@ -25,6 +28,11 @@ from cellbox.store.tables import ContainerRow, NodeRow
 log = logging.getLogger(__name__)
 UP, DRAINING, DOWN = "up", "draining", "down"
 NODE_ID_FILE = "node-id"
+T = TypeVar("T")
+
+
+class NodeLost(Exception):
+    """The node a request was waiting on was marked down meanwhile."""
 
 
 def node_id_of(data_dir: Path) -> str:
@@ -60,8 +68,10 @@ class Nodes:
         self._db = db
         self._url = settings.advertised_url
         self._timeout = settings.node_timeout
-        self._max_containers = settings.sandbox_id_count - settings.warm_pool
         self._interval = settings.heartbeat_interval
+        self.role = settings.role
+        self.runs_containers = settings.runs_containers
+        self._max_containers = settings.sandbox_id_count - settings.warm_pool if self.runs_containers else 0
         self.id = node_id
         self.state = UP
         self.peers = 0  # other nodes not down, as of the last sweep: none means nothing to route
@@ -78,7 +88,8 @@ class Nodes:
                 row = NodeRow(id=self.id)
                 session.add(row)
             self.state = DRAINING if row.state == DRAINING else UP
-            row.url, row.state, row.version, row.started_at = self._url, self.state, __version__, now()
+            row.url, row.state, row.version, row.started_at, row.role = (self._url, self.state, __version__, now(),
+                                                                         self.role)
             row.heartbeat_at, row.containers = now(), containers
             row.max_containers, row.memory_available = self._max_containers, memory_available()
 
@@ -101,21 +112,27 @@ class Nodes:
         return lost
 
     async def sweep(self, at: int | None = None) -> list[str]:
-        """Mark down every other node silent for longer than the timeout, and expire its containers."""
+        """Give up every other server silent for longer than the timeout: a node is marked down and its containers
+        expire; an api server's row goes (it keeps nothing, and comes back under a new name). The ids lost."""
         deadline = (now() if at is None else at) - self._timeout
         async with self._db.session() as session, session.begin():
-            lost = list((await session.execute(select(NodeRow.id).where(
-                NodeRow.state != DOWN, NodeRow.heartbeat_at < deadline, NodeRow.id != self.id))).scalars())
-            if lost:
-                await session.execute(update(NodeRow).where(NodeRow.id.in_(lost)).values(state=DOWN))
+            lost = list((await session.execute(select(NodeRow.id, NodeRow.role).where(
+                NodeRow.state != DOWN, NodeRow.heartbeat_at < deadline, NodeRow.id != self.id))).all())
+            nodes = [row.id for row in lost if row.role != "api"]
+            if nodes:
+                await session.execute(update(NodeRow).where(NodeRow.id.in_(nodes)).values(state=DOWN))
                 await session.execute(update(ContainerRow).where(
-                    ContainerRow.node_id.in_(lost), ContainerRow.status == "running").values(
+                    ContainerRow.node_id.in_(nodes), ContainerRow.status == "running").values(
                     status="expired", workspace=None))
+            if api := [row.id for row in lost if row.role == "api"]:
+                await session.execute(delete(NodeRow).where(NodeRow.id.in_(api)))
             self.peers = int((await session.execute(select(func.count()).select_from(NodeRow).where(
-                NodeRow.state != DOWN, NodeRow.id != self.id))).scalar_one())
-        for node in lost:
-            log.warning("node %s sent no heartbeat for %ss: marked down, its containers expired", node, self._timeout)
-        return lost
+                NodeRow.state != DOWN, NodeRow.id != self.id, NodeRow.role != "api"))).scalar_one())
+        for row in lost:
+            log.warning("%s %s sent no heartbeat for %ss: %s", "api server" if row.role == "api" else "node",
+                        row.id, self._timeout, "forgotten" if row.role == "api" else "marked down, its containers "
+                        "expired")
+        return [row.id for row in lost]
 
     async def until_down(self, node_id: str) -> None:
         """Return once ``node_id`` is marked down (checked every heartbeat interval): what a request relayed to
@@ -126,20 +143,61 @@ class Nodes:
             if node is None or node.state == DOWN:
                 return
 
-    def takes_more(self, containers: int) -> bool:
-        """Whether this node should make the next container itself (up, and below its capacity)."""
-        return self.accepting and containers < self._max_containers
+    async def unless_lost(self, node_id: str, work: Awaitable[T]) -> T:
+        """``work``'s result, unless ``node_id`` is marked down first: then ``work`` is cancelled and NodeLost
+        raised. What every request to another node waits on, so one that vanishes without closing its
+        connections hangs nothing."""
+        task = asyncio.ensure_future(work)
+        lost = asyncio.ensure_future(self.until_down(node_id))
+        try:
+            done, _ = await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller went away, or the server is stopping
+            task.cancel()
+            raise
+        finally:
+            lost.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise NodeLost(node_id)
 
-    async def elsewhere(self) -> tuple[str, str] | None:
-        """(id, URL) of the live node with the most room for a new container, other than this one: up, heard from
-        within the timeout, below its capacity; the least loaded first, then the one with the most memory free."""
+    def takes_more(self, containers: int) -> bool:
+        """Whether this node may make the next container itself (a node, up, and below its capacity)."""
+        return self.runs_containers and self.accepting and containers < self._max_containers
+
+    async def place(self, containers: int) -> tuple[str, str] | None:
+        """Where the next container goes: None for this node (which holds ``containers`` now), else (id, URL) of
+        the live node with the most room, when it has more than this one. A node alone makes its own, or says why
+        it cannot; an api server, which makes none, says so when no node has room."""
+        here = self.takes_more(containers)
+        if self.runs_containers and not self.peers:
+            return None
+        best = await self._roomiest()
+        if best is not None and not (here and containers / self._max_containers <= best[2]):
+            async with self._db.session() as session, session.begin():
+                # Counted at once, so the creates that arrive between two heartbeats spread too (the next
+                # heartbeat reports the true count).
+                await session.execute(update(NodeRow).where(NodeRow.id == best[0]).values(
+                    containers=NodeRow.containers + 1))
+            return best[0], best[1]
+        if self.runs_containers:
+            return None
+        raise SandboxUnavailable("no node has room for a new container: every node is draining, full or down "
+                                 "(`cellbox node ls` shows them)")
+
+    async def _roomiest(self) -> tuple[str, str, float] | None:
+        """(id, URL, load) of the live node with the most room, other than this one: up, heard from within the
+        timeout, below its capacity; the least loaded first (containers for its capacity), then the one with the
+        most memory free."""
         load = NodeRow.containers * 1.0 / NodeRow.max_containers
         async with self._db.session() as session:
-            row = (await session.execute(select(NodeRow.id, NodeRow.url).where(
+            row = (await session.execute(select(NodeRow.id, NodeRow.url, load.label("load")).where(
                 NodeRow.state == UP, NodeRow.id != self.id, NodeRow.heartbeat_at >= now() - self._timeout,
-                NodeRow.containers < NodeRow.max_containers).order_by(
+                NodeRow.role != "api", NodeRow.containers < NodeRow.max_containers).order_by(
                 load, NodeRow.memory_available.desc()).limit(1))).first()
-        return (row.id, row.url) if row is not None else None
+        return (row.id, row.url, float(row.load)) if row is not None else None
 
     async def get(self, node_id: str) -> NodeRow | None:
         async with self._db.session() as session:
@@ -160,6 +218,8 @@ class Nodes:
                 raise NotFound(f"no node {node_id}: `cellbox node ls` lists them", "node_id")
             if row.state == DOWN:
                 raise InvalidInput(f"node {node_id} is down; it comes back up when it starts again", "node_id")
+            if row.role == "api":
+                raise InvalidInput(f"{node_id} is an api server: it runs no containers to drain", "node_id")
             row.state = state
         if node_id == self.id:
             self.state = state

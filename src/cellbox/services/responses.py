@@ -29,7 +29,7 @@ from cellbox.ids import (
     response_id,
 )
 from cellbox.sandbox.workspace import safe_filename
-from cellbox.schemas.containers import ContainerFile, CreateContainer, ImageOutput, LogsOutput
+from cellbox.schemas.containers import ContainerFile, CreateContainer, LogsOutput
 from cellbox.schemas.responses import (
     OUTPUTS,
     AllowedToolsChoice,
@@ -65,7 +65,7 @@ from cellbox.schemas.responses import (
 )
 from cellbox.services.arguments import CodeStream, code_from_arguments
 from cellbox.services.citations import cite
-from cellbox.services.containers import Containers
+from cellbox.services.cluster import Cluster
 from cellbox.services.conversation import (
     call_messages,
     chat_messages,
@@ -77,7 +77,6 @@ from cellbox.services.conversation import (
     tool_result,
 )
 from cellbox.services.conversations import Conversations
-from cellbox.services.execution import Executions, container_file
 from cellbox.services.files import Files
 from cellbox.services.history import History
 from cellbox.services.upstream import (
@@ -96,7 +95,6 @@ log = logging.getLogger(__name__)
 CALL_STATUS = {"completed": "completed", "failed": "completed", "timeout": "incomplete",
                "out_of_memory": "failed", "crashed": "failed"}
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-PNG_URL = "data:image/png;base64,"
 
 
 def shown(item: dict[str, Any], include: list[str]) -> dict[str, Any]:
@@ -184,13 +182,11 @@ class Run:
 
 
 class Responses:
-    def __init__(self, history: History, conversations: Conversations, containers: Containers,
-                 executions: Executions, files: Files, upstream: Upstream, max_tool_calls: int, timeout: float,
-                 vision: str = "auto") -> None:
+    def __init__(self, history: History, conversations: Conversations, cluster: Cluster, files: Files,
+                 upstream: Upstream, max_tool_calls: int, timeout: float, vision: str = "auto") -> None:
         self._history = history
         self._conversations = conversations
-        self._containers = containers
-        self._executions = executions
+        self._cluster = cluster
         self._files = files
         self._upstream = upstream
         self._max_tool_calls = max_tool_calls
@@ -219,7 +215,7 @@ class Responses:
         tool, functions = self._check_tools(body)
         auto = tool.container if tool is not None and isinstance(tool.container, AutoContainer) else None
         if auto is not None:
-            self._containers.check_policy(auto.network_policy, "tools.0.container.network_policy")
+            self._cluster.check_policy(auto.network_policy, "tools.0.container.network_policy")
         conversation = body.conversation_id
         if conversation is not None and body.previous_response_id:
             raise InvalidInput("previous_response_id and conversation cannot both be given: a conversation "
@@ -256,7 +252,7 @@ class Responses:
                   conversation_id=conversation)
         if tool is not None and auto is None:
             run.container_id = str(tool.container)
-            await self._containers.sandbox(project, run.container_id)  # unknown or expired: 4xx now
+            await self._cluster.running(project, run.container_id)  # unknown or expired: 4xx now
         elif auto is not None:
             run.container_id = await self._reusable(run, earlier + inputs)
         try:
@@ -420,7 +416,7 @@ class Responses:
         for item in reversed(items):
             if item.get("type") == "code_interpreter_call" and item.get("container_id"):
                 try:
-                    await self._containers.sandbox(run.project, item["container_id"])
+                    await self._cluster.running(run.project, item["container_id"])
                     return str(item["container_id"])
                 except CellboxError:
                     run.lost_container = str(item["container_id"])
@@ -430,10 +426,10 @@ class Responses:
     async def _container(self, run: Run) -> str:
         if run.container_id is None:
             auto = run.auto or AutoContainer(type="auto")
-            row = await self._containers.create(run.project, CreateContainer(
+            run.container_id = await self._cluster.create(run.project, CreateContainer(
                 name=f"auto: {run.response.id}", memory_limit=auto.memory_limit, network_policy=auto.network_policy),
                 policy_param="tools.0.container.network_policy")
-            run.container_id, run.made_container = row.id, True
+            run.made_container = True
         return run.container_id
 
     async def _attach(self, run: Run, tool_files: list[str], images: dict[str, str],
@@ -445,23 +441,22 @@ class Responses:
         if not tool_files and not attached and not images:
             return
         cid = await self._container(run)
-        _, box = await self._containers.sandbox(run.project, cid)
-        present = {f.path.removeprefix("/mnt/data/") for f in await asyncio.to_thread(box.files)}
+        present = await self._cluster.names(run.project, cid)
         names = []
         for fid in dict.fromkeys(tool_files):
             row = await self._files.get(run.project, fid)
             if row.filename not in present:
-                await self._containers.add_file(run.project, cid, fid)
+                await self._cluster.add_file(run.project, cid, fid)
                 present.add(row.filename)
             names.append(row.filename)
         for part in attached:
             if part["filename"] in present:
                 continue
             if part.get("file_id"):
-                await self._containers.add_file(run.project, cid, part["file_id"])
+                await self._cluster.add_file(run.project, cid, part["file_id"])
             else:
                 data = base64.b64decode(part["file_data"].split(",", 1)[-1])
-                await self._containers.add_upload(run.project, cid, part["filename"], data)
+                await self._cluster.add_upload(run.project, cid, part["filename"], data)
             present.add(part["filename"])
         await self._attach_images(run, cid, images, items, present)
         if names:
@@ -484,16 +479,16 @@ class Responses:
                         data = base64.b64decode(part["image_url"].split(",", 1)[-1], validate=True)
                     except (binascii.Error, ValueError):
                         raise InvalidInput("an input_image data URL is not valid base64", "input") from None
-                    await self._containers.add_upload(run.project, cid, name, data)
+                    await self._cluster.add_upload(run.project, cid, name, data)
                 else:
-                    await self._containers.add_file(run.project, cid, part["file_id"])
+                    await self._cluster.add_file(run.project, cid, part["file_id"])
                 present.add(name)
 
     async def _abandon(self, run: Run) -> None:
         """An auto container made for a response that ran no code goes again: nothing refers to it."""
         if run.made_container and run.container_id is not None:
             with contextlib.suppress(CellboxError):
-                await self._containers.delete(run.project, run.container_id)
+                await self._cluster.delete(run.project, run.container_id)
             run.made_container = False
 
     # --- running -----------------------------------------------------------------------------------------------
@@ -830,14 +825,14 @@ class Responses:
             yield run.event("response.code_interpreter_call.interpreting", **where)
             run.calls_made += 1
             try:
-                execution = await self._executions.run(run.project, item.container_id, code, None)
+                execution = await self._cluster.run(run.project, item.container_id, code, figures=True)
             except CellboxError as exc:
                 item.status, item.outputs = "failed", [LogsOutput(logs=f"Error: {exc}\n")]
                 yield run.event("response.output_item.done", output_index=state.index, item=run.item(item))
                 raise
             item.outputs = list(execution.outputs)
             item.status = CALL_STATUS.get(execution.status, "failed")  # type: ignore[assignment]
-            written = list(execution.files) + await self._figures(run, item)
+            written = list(execution.files)  # figures included
             for file in written:
                 run.generated[file.path] = file
             note = execution.message or (None if execution.status in ("completed", "failed") else execution.status)
@@ -852,16 +847,6 @@ class Responses:
         run.tool_results[item.id] = result
         shown = displayed([o.model_dump() for o in item.outputs or []]) if run.show_images else []
         call_messages(run.messages, item.id, item.code, result, shown)
-
-    async def _figures(self, run: Run, item: CodeInterpreterCall) -> list[ContainerFile]:
-        """Displayed images become container files too, cited like any file the code wrote."""
-        figures = []
-        for output in item.outputs or []:
-            if isinstance(output, ImageOutput) and output.url.startswith(PNG_URL):
-                png = base64.b64decode(output.url.removeprefix(PNG_URL), validate=True)  # checked in sandbox.frames
-                row = await self._containers.add_figure(run.project, item.container_id, png)
-                figures.append(container_file(row))
-        return figures
 
     async def _fail(self, run: Run, exc: Exception) -> AsyncIterator[dict[str, Any]]:
         for event in self._close_reasoning(run):

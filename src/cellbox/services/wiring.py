@@ -12,6 +12,7 @@ from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.services.auth import Keys, RateLimiter
 from cellbox.services.background import Background
+from cellbox.services.cluster import Cluster
 from cellbox.services.containers import Containers
 from cellbox.services.conversations import Conversations
 from cellbox.services.egress import Egress
@@ -20,6 +21,7 @@ from cellbox.services.files import Files
 from cellbox.services.history import History
 from cellbox.services.metrics import Metrics
 from cellbox.services.nodes import Nodes, node_id_of
+from cellbox.services.remote import Remote
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import BlobStore, LocalBlobs
@@ -41,7 +43,7 @@ class Services:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = Database(settings.database)
         self.engine = Engine(settings)
-        self.keys = Keys(self.db, open_allowed=settings.loopback_only)
+        self.keys = Keys(self.db, open_allowed=settings.loopback_only, node_token=settings.node_token)
         self.rate_limiter = RateLimiter(settings.rate_limit)
         self.metrics = Metrics()
         self.blobs = _blob_store(settings)
@@ -51,29 +53,33 @@ class Services:
         self.containers = Containers(self.db, self.engine, self.files, self.nodes, settings.memory_limit,
                                      settings.container_expiry_minutes, self.metrics, self.egress)
         self.executions = Executions(self.containers, self.metrics)
+        # Requests to other nodes (relayed ones, api/relay.py; the loop's and MCP's, services/remote.py): an
+        # execution may take as long as its own timeout, and a lost node is noticed by its heartbeat, not by a
+        # read timeout.
+        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
+        self.cluster = Cluster(self.containers, self.executions, self.nodes,
+                               Remote(self.relay, self.nodes, settings.node_token))
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout, metrics=self.metrics)
         self.metrics.watch(live=lambda: len(list(self.engine)), pool=lambda: self.engine.warm_pool()["ready"])
         self.conversations = Conversations(self.db)
-        self.history = History(self.db)
-        self.responses = Responses(self.history, self.conversations, self.containers, self.executions,
-                                   self.files, self.upstream, settings.max_tool_calls, settings.timeout,
-                                   settings.upstream_vision)
+        self.history = History(self.db, self.nodes.id)
+        self.responses = Responses(self.history, self.conversations, self.cluster, self.files, self.upstream,
+                                   settings.max_tool_calls, settings.timeout, settings.upstream_vision)
         self.background = Background(self.responses, settings.background_limit)
         self._tasks: list[asyncio.Task[None]] = []
-        # Requests relayed to the node that runs their container (api/relay.py): an execution may take as long as
-        # its own timeout, and a lost node is noticed by its heartbeat, not by a read timeout.
-        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
 
     async def start(self) -> None:
         await self.blobs.start()  # a store that cannot be used fails the start in one line, before anything slow
         await self.db.migrate()
         await self.keys.start(self.settings.api_keys)
-        await self.engine.start()
-        await self.egress.start()
+        if self.settings.runs_containers:  # an api server has no engine: the nodes run every container
+            await self.engine.start()
+            await self.egress.start()
         await self.nodes.start(containers=0)
-        await self.nodes.sweep()
-        await self.containers.restore()
+        await self._sweep()
+        if self.settings.runs_containers:
+            await self.containers.restore()
         if failed := await self.history.fail_unfinished():
             log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
         self._tasks = [asyncio.create_task(self._reap(), name="cellbox-reaper"),
@@ -94,12 +100,17 @@ class Services:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                await self.nodes.beat(containers=len(list(self.engine)))
-                await self.nodes.sweep()
+                await self.nodes.beat(containers=self.containers.live)
+                await self._sweep()
                 if stopped := await self.containers.reconcile():
                     log.info("stopped %d sandbox(es) that no container of this node owns any more", stopped)
             except Exception:
                 log.exception("the node's heartbeat failed")
+
+    async def _sweep(self) -> None:
+        """Give up the servers that stopped reporting, and fail the responses they were running."""
+        if (lost := await self.nodes.sweep()) and (failed := await self.history.fail_unfinished(lost)):
+            log.warning("%d response(s) were running on a server that was lost; they are marked failed", failed)
 
     async def aclose(self) -> None:
         for task in self._tasks:

@@ -56,8 +56,9 @@ class ContainerRow(Base):
 
 
 class NodeRow(Base):
-    """A server that runs containers, as it last reported itself: its heartbeat says it is alive, its load where
-    new containers fit. ``state`` is up, draining (takes no new containers) or down (lost: its containers expired)."""
+    """A server as it last reported itself: its heartbeat says it is alive, its load where new containers fit (an
+    api server runs none). ``state`` is up, draining (takes no new containers) or down (lost: its containers
+    expired)."""
 
     __tablename__ = "nodes"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -69,6 +70,7 @@ class NodeRow(Base):
     containers: Mapped[int] = mapped_column(Integer)
     max_containers: Mapped[int] = mapped_column(Integer)
     memory_available: Mapped[int] = mapped_column(BigInteger)  # bytes the machine has free
+    role: Mapped[str] = mapped_column(String(16), server_default="all")  # all, api (runs no containers) or node
 
 
 class ContainerNetworkRow(Base):
@@ -107,6 +109,7 @@ class ResponseRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    node_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # the server running it
 
 
 class ResponseItemRow(Base):

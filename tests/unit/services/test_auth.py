@@ -111,3 +111,14 @@ async def test_a_loopback_server_without_keys_is_open(db: Database, clock: Clock
     keys = Keys(db, open_allowed=True)
     assert await keys.open_mode()
     assert await keys.project_for(None) == auth.OPEN_PROJECT
+
+
+def test_a_peer_is_known_by_the_cluster_token_only(db: Database) -> None:
+    keys = Keys(db, node_token="t" * 32)
+    assert keys.peer(None) is False  # not a peer: the key decides
+    assert keys.peer("t" * 32) is True
+    for wrong in ("t" * 31, "u" * 32, ""):
+        with pytest.raises(Unauthenticated, match="Incorrect node token"):
+            keys.peer(wrong)
+    with pytest.raises(Unauthenticated, match="Incorrect node token"):
+        Keys(db).peer("")  # a server without a token has no peers: any token is wrong

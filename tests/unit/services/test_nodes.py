@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from cellbox.config import Settings
-from cellbox.errors import InvalidInput, NotFound
+from cellbox.errors import InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import now
 from cellbox.services.nodes import DOWN, DRAINING, UP, Nodes, node_id_of
 from cellbox.store.db import Database
@@ -88,3 +88,51 @@ async def test_a_node_whose_row_was_removed_reports_again(db: Database, tmp_path
     row = await a.get("node_a")
     assert row is not None
     assert (row.state, row.containers) == (UP, 3)
+
+
+def server(db: Database, tmp_path: Path, name: str, role: str = "all", count: int = 12) -> Nodes:
+    token = "t" * 32
+    settings = Settings(data_dir=tmp_path, node_timeout=30, heartbeat_interval=5, role=role, sandbox_id_count=count,
+                        warm_pool=2, node_token=token, database_url="postgresql://x" if role == "api" else "",
+                        blob_url="s3://b" if role == "api" else "")
+    return Nodes(db, settings, f"node_{name}")
+
+
+async def test_creates_spread_to_the_least_loaded_node_counted_at_once(db: Database, tmp_path: Path) -> None:
+    a, b, c = (server(db, tmp_path, n) for n in "abc")  # 10 containers each at most
+    for n in (a, b, c):
+        await n.start(containers=0)
+    await a.sweep()
+    assert a.peers == 2
+    assert await a.place(containers=0) is None  # as little loaded as any: here, no hop
+    first, second = await a.place(containers=1), await a.place(containers=1)
+    assert first is not None
+    assert second is not None
+    assert {first[0], second[0]} == {"node_b", "node_c"}  # each counted when chosen, before its heartbeat
+    assert await a.place(containers=1) is None  # all at one now: here again
+    await b.set_state("node_b", DRAINING)
+    await c.beat(containers=10)  # full
+    assert await a.place(containers=10) is None  # nowhere better: this node says why it cannot
+    alone = server(db, tmp_path, "alone")
+    assert await alone.place(containers=0) is None  # no peers swept yet: no lookup at all
+
+
+async def test_an_api_server_makes_no_container_and_is_forgotten_when_silent(db: Database, tmp_path: Path) -> None:
+    api, n = server(db, tmp_path, "api", role="api"), server(db, tmp_path, "n")
+    await api.start(containers=0)
+    await n.start(containers=0)
+    await api.sweep()
+    assert not api.takes_more(0)
+    assert await api.place(containers=0) == ("node_n", "http://127.0.0.1:8000")
+    await n.sweep()
+    assert n.peers == 0  # an api server is no place for a container, nor a relay target
+    assert await n.place(containers=0) is None
+    with pytest.raises(InvalidInput, match="is an api server"):
+        await n.set_state("node_api", DRAINING)
+    await n.set_state("node_n", DRAINING)
+    with pytest.raises(SandboxUnavailable, match="no node has room"):
+        await api.place(containers=0)
+    assert await n.sweep(at=now() + 3600) == ["node_api"]
+    assert [row.id for row in await n.list()] == ["node_n"]  # its row goes: it keeps nothing
+    assert await api.beat(containers=0) is False  # one that was only slow reports for duty again
+    assert {row.id: row.role for row in await n.list()} == {"node_n": "all", "node_api": "api"}

@@ -153,3 +153,29 @@ async def test_every_revision_downgrades_and_upgrades_again(tmp_path: Path) -> N
         assert (state["revision"], state["drift"]) == (migrations.head(), [])
     finally:
         await db.aclose()
+
+
+async def test_a_stop10_database_gains_roles_and_keeps_its_rows(url: str) -> None:
+    """Stop 10's release was at 0002_nodes: its servers become 'all', its responses belong to no server yet."""
+    engine = create_engine(url.replace("+aiosqlite", ""))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrations.config(connection), "0002_nodes")
+            connection.exec_driver_sql(
+                "INSERT INTO nodes (id, url, state, version, started_at, heartbeat_at, containers, max_containers, "
+                "memory_available) VALUES ('node_old', 'http://127.0.0.1:8000', 'up', '0.1.0', 1, 1, 0, 10, 1)")
+            connection.exec_driver_sql(
+                "INSERT INTO responses (id, project, created_at, status, body) VALUES "
+                "('resp_old', 'p', 1, 'in_progress', '{\"response\": {\"id\": \"resp_old\"}}')")
+    finally:
+        engine.dispose()
+    db = Database(url)
+    try:
+        await db.migrate()
+        state = await inspected(db)
+        assert (state["revision"], state["drift"]) == (migrations.head(), [])
+        async with db.session() as session:
+            assert (await session.execute(text("SELECT role FROM nodes"))).scalar_one() == "all"
+            assert (await session.execute(text("SELECT node_id FROM responses"))).one() == (None,)
+    finally:
+        await db.aclose()

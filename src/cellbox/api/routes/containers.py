@@ -84,7 +84,7 @@ async def execute(container_id: str, body: ExecuteRequest, svc: Svc,
     """Cellbox extension (not an OpenAI path): run code in the container, get ``logs``/``image`` outputs and the
     files the run created or changed; with ``stream: true`` the outputs arrive as server-sent events."""
     if not body.stream:
-        return answer(await svc.executions.run(project, container_id, body.code, body.timeout))
+        return answer(await svc.executions.run(project, container_id, body.code, body.timeout, body.figures))
     await svc.containers.sandbox(project, container_id)  # unknown or expired: a plain 4xx, not a stream
-    updates = svc.executions.stream(project, container_id, body.code, body.timeout)
+    updates = svc.executions.stream(project, container_id, body.code, body.timeout, body.figures)
     return StreamingResponse(_sse(updates), media_type="text/event-stream")

@@ -18,8 +18,7 @@ async def health(svc: Svc) -> dict[str, Any]:
         "status": "ok",
         "version": __version__,
         "auth": "open (no API keys; loopback only)" if await svc.keys.open_mode() else "api keys",
-        "isolation": svc.engine.isolation(),
-        "warm_pool": svc.engine.warm_pool(),
-        "egress": svc.egress.describe(),
-        "node": {"id": svc.nodes.id, "state": svc.nodes.state},
+        **({"isolation": svc.engine.isolation(), "warm_pool": svc.engine.warm_pool(), "egress": svc.egress.describe()}
+           if svc.nodes.runs_containers else {"isolation": "none here: this api server's containers run on nodes"}),
+        "node": {"id": svc.nodes.id, "role": svc.nodes.role, "state": svc.nodes.state},
     }
