@@ -278,3 +278,11 @@ async def test_rich_display_types(box: Sandbox) -> None:
                            "display(HTML('<b>x</b>')); display(Markdown('*y*'))")
     assert [o.data.get("text/html") or o.data.get("text/markdown") for o in result.outputs
             if isinstance(o, Display)] == ["<b>x</b>", "*y*"]
+
+
+async def test_a_long_session_keeps_its_results_without_ipythons_cache_warning(box: Sandbox) -> None:
+    for n in range(1005):  # IPython's output cache holds 1000: past it, the oldest are forgotten
+        result = await box.run(f"{n}")
+        assert result.ok
+        assert [type(o) for o in result.outputs] == [Result], result.outputs  # the value, and nothing else
+    assert (await box.run("_")).outputs[-1].data["text/plain"] == "1004"

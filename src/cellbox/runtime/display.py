@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +99,13 @@ class ResultHook(DisplayHook):
 
     def write_output_prompt(self) -> None:
         pass
+
+    def cull_cache(self) -> None:
+        """Forget the oldest results as IPython does every 200 past 1000, without its warning: that would land in
+        the code's output, and a model reads it as part of what its code said."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            super().cull_cache()
 
     def write_format_data(self, format_dict: dict[str, Any], md_dict: dict[str, Any] | None = None) -> None:
         bundle = mime_bundle(format_dict)

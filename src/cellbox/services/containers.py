@@ -30,6 +30,7 @@ from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, Containe
 
 log = logging.getLogger(__name__)
 RUNNING, EXPIRED = "running", "expired"
+OWNERS_KEPT = 16384  # containers whose node is remembered for routing
 
 # The lookups every execute and GET makes, built once: building a statement and its cache key cost about half as
 # much again as running it (BENCHMARKS.md, stop 8).
@@ -52,6 +53,7 @@ class Containers:
         self._metrics = metrics or Metrics()
         self._nodes = nodes
         self._creating: set[str] = set()  # sandboxes started whose row is not written yet
+        self._owners: dict[str, str] = {}  # container -> its node, for routing; the first read first out
         self._egress = egress
         self._db = db
         self._engine = engine
@@ -267,11 +269,18 @@ class Containers:
         None when this node should answer (its own, unknown, or its node lost). Any project's: the owner checks."""
         if not self._nodes.peers:
             return None
-        node_id = (await self._db.lookup(_NODE_OF, {"cid": cid})).scalar_one_or_none()
-        if node_id in (None, self._nodes.id):
+        node_id = self._owners.get(cid)
+        if node_id is None:
+            node_id = (await self._db.lookup(_NODE_OF, {"cid": cid})).scalar_one_or_none()
+            if node_id is None:
+                return None
+            self._owners[cid] = node_id  # a container never changes node: no query next time
+            while len(self._owners) > OWNERS_KEPT:
+                del self._owners[next(iter(self._owners))]
+        if node_id == self._nodes.id:
             return None
-        node = await self._nodes.get(node_id)
-        return (node.id, node.url) if node is not None and node.state != DOWN else None
+        node = await self._nodes.where(node_id)
+        return (node_id, node[0]) if node is not None and node[1] != DOWN else None
 
     async def _why(self, row: ContainerRow) -> str:
         """The reason to add to "expired" when the container's node was lost; empty otherwise."""

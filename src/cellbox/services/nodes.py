@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from cellbox import __version__
 from cellbox.config import Settings
@@ -75,6 +75,7 @@ class Nodes:
         self.id = node_id
         self.state = UP
         self.peers = 0  # other nodes not down, as of the last sweep: none means nothing to route
+        self.seen: dict[str, tuple[str, str]] = {}  # every server's (URL, state) as of the last sweep
 
     @property
     def accepting(self) -> bool:
@@ -126,8 +127,9 @@ class Nodes:
                     status="expired", workspace=None))
             if api := [row.id for row in lost if row.role == "api"]:
                 await session.execute(delete(NodeRow).where(NodeRow.id.in_(api)))
-            self.peers = int((await session.execute(select(func.count()).select_from(NodeRow).where(
-                NodeRow.state != DOWN, NodeRow.id != self.id, NodeRow.role != "api"))).scalar_one())
+            rows = (await session.execute(select(NodeRow.id, NodeRow.url, NodeRow.state, NodeRow.role))).all()
+        self.seen = {row.id: (row.url, row.state) for row in rows}
+        self.peers = sum(1 for row in rows if row.state != DOWN and row.id != self.id and row.role != "api")
         for row in lost:
             log.warning("%s %s sent no heartbeat for %ss: %s", "api server" if row.role == "api" else "node",
                         row.id, self._timeout, "forgotten" if row.role == "api" else "marked down, its containers "
@@ -198,6 +200,14 @@ class Nodes:
                 NodeRow.role != "api", NodeRow.containers < NodeRow.max_containers).order_by(
                 load, NodeRow.memory_available.desc()).limit(1))).first()
         return (row.id, row.url, float(row.load)) if row is not None else None
+
+    async def where(self, node_id: str) -> tuple[str, str] | None:
+        """A node's (URL, state): as of the last sweep (at most a heartbeat old, and no query on a request's way),
+        else as the catalog says now (a node that started since)."""
+        if (known := self.seen.get(node_id)) is not None:
+            return known
+        row = await self.get(node_id)
+        return (row.url, row.state) if row is not None else None
 
     async def get(self, node_id: str) -> NodeRow | None:
         async with self._db.session() as session:

@@ -71,6 +71,9 @@ class Services:
 
     async def start(self) -> None:
         await self.blobs.start()  # a store that cannot be used fails the start in one line, before anything slow
+        if self.settings.database.startswith("postgresql") and not self.settings.blob_url:
+            log.warning("the catalog is shared (PostgreSQL) but file bytes stay in this server's data directory: "
+                        "a file uploaded here is readable only here; set CELLBOX_BLOB_URL when servers share it")
         await self.db.migrate()
         await self.keys.start(self.settings.api_keys)
         if self.settings.runs_containers:  # an api server has no engine: the nodes run every container

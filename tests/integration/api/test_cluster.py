@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,7 +92,17 @@ def cluster(postgres: Postgres, moto: s3.MotoServer, upstream: ScriptedUpstream,
         yield Cluster(apis, nodes, database, bucket, moto, {node_id(n): n for n in nodes})
     finally:
         for server in apis + nodes:
-            server.stop()
+            said = server.stop()
+            assert "Traceback" not in said, said[-3000:]
+        for server in nodes:
+            if mounted(server.data_dir):  # killed by a test that then failed: a start cleans up what it left
+                server.start()
+                server.stop()
+
+
+def mounted(data_dir: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if f" {data_dir}/" in line]
 
 
 def test_containers_spread_over_the_nodes_and_work_through_either_api_server(cluster: Cluster) -> None:

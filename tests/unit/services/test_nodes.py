@@ -136,3 +136,15 @@ async def test_an_api_server_makes_no_container_and_is_forgotten_when_silent(db:
     assert [row.id for row in await n.list()] == ["node_n"]  # its row goes: it keeps nothing
     assert await api.beat(containers=0) is False  # one that was only slow reports for duty again
     assert {row.id: row.role for row in await n.list()} == {"node_n": "all", "node_api": "api"}
+
+
+async def test_where_a_node_is_comes_from_the_last_sweep_else_the_catalog(db: Database, tmp_path: Path) -> None:
+    a, b = node(db, tmp_path, "a"), node(db, tmp_path, "b")
+    await a.start(containers=0)
+    assert await a.where("node_b") is None
+    await b.start(containers=0)
+    assert await a.where("node_b") == ("http://127.0.0.1:8000", UP)  # started since the sweep: asked
+    await b.set_state("node_b", DRAINING)
+    await a.sweep()
+    assert a.seen["node_b"] == ("http://127.0.0.1:8000", DRAINING)
+    assert await a.where("node_b") == ("http://127.0.0.1:8000", DRAINING)
