@@ -13,21 +13,22 @@ from the repository root:
    at the start and at the end; and the 1-node figure itself, which every cluster's figure is divided by.
 3. K (`--clients`, or the smallest of 4, 8, 16 that gets within 5% of the best 1-node throughput; K = 1 is the
    unloaded reference): K clients,
-   each its own httpx.AsyncClient (keep-alive) and its own container, made on node (i mod N) directly. Each loops
+   each its own httpx.AsyncClient (keep-alive) and its own container, made through node (i mod N) and placed by
+   load as usual (its true owner read from the catalog). Each loops
    `POST /v1/containers/{id}/execute {"code": "1+1"}` for a fixed time; every answer is checked. "direct": each
    client talks to its container's node; "entry": every client talks to node 1, which relays the requests for
    containers on other nodes to their owner. Two more on the 2-node cluster, with K containers all on node 2:
-   "all on node 2, direct" (one loaded node that has a peer, so it looks up each container's owner) and "all on
-   node 2, through node 1" (every request relayed). Rounds alternate every cluster and variant, so the machine's
-   drift hits them alike; the figures pool the rounds.
+   "all on node 2, direct" (one loaded node that has a peer, so it routes each request) and "all on node 2,
+   through node 1" (every request relayed); node 1 is drained while they are made. Rounds alternate every
+   cluster and variant, so the machine's drift hits them alike; the figures pool the rounds.
 4. The relay's cost: unloaded, one client alternating the same container directly and through node 1 (its
    latency); loaded, the CPU time per execution of each group of processes (client, each server, sandboxes,
    PostgreSQL, the idle clusters, and "others": the rest of the machine's busy time), read from /proc around each
    measured window. From those: a prediction per added machine.
 
-An answer is right when its outputs are exactly the logs "2\n". After 1000 results in one session IPython's output
-cache warns in the logs ("Output cache limit (currently 1000 entries) hit", then every 200 more); such an answer
-(the warning, then "2") is counted apart, not as an error.
+An answer is right when its outputs are exactly the logs "2\n". Before e4d4458, after 1000 results in one session
+IPython's output cache warned in the logs ("Output cache limit (currently 1000 entries) hit", then every 200 more);
+such an answer (the warning, then "2") is counted apart, not as an error, so older checkouts can be compared.
 
 On one machine the nodes share its cores, so throughput should not grow with N here: what N adds is per-node
 overhead, and what the entry variant adds is the relay's. Nothing leaves loopback; every server, container and
@@ -55,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ holds the PostgreSQL helper
 from tests.postgres import Postgres, running_postgres
@@ -121,7 +123,7 @@ class Node:
 class Cluster:
     name: str
     nodes: list[Node]
-    # (index of the owner, container id), by set: "spread" (the i-th on node i mod N), "node 2" (all on node 2)
+    # (index of the owner, container id), by set: "spread" (placed by load), "node 2" (all on node 2)
     containers: dict[str, list[tuple[int, str]]] = field(default_factory=lambda: {"spread": [], "node 2": []})
 
     def pids(self) -> list[int]:
@@ -320,22 +322,60 @@ async def floor_figures(base: str, clients: int, seconds: float, rounds: int) ->
         await asyncio.gather(*(s.aclose() for s in sessions))
 
 
+def node_ids(cluster: Cluster) -> list[str]:
+    return [str(httpx.get(n.url + "/health", timeout=30).json()["node"]["id"]) for n in cluster.nodes]
+
+
+def owner_of(cluster: Cluster, cid: str, ids: list[str]) -> int:
+    """The index of the node that runs ``cid``, from the shared catalog: a create goes to the least loaded node,
+    whichever node received it."""
+    url = cluster.nodes[0].env.get("CELLBOX_DATABASE_URL")
+    if not url:
+        return 0
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            node_id = connection.execute(sqlalchemy.text("SELECT node_id FROM containers WHERE id = :cid"),
+                                         {"cid": cid}).scalar_one()
+    finally:
+        engine.dispose()
+    return ids.index(node_id)
+
+
+def set_state(cluster: Cluster, node: int, command: str, ids: list[str]) -> None:
+    """`cellbox node drain|resume` for one node of a cluster, as an operator runs it."""
+    subprocess.run([sys.executable, "-m", "cellbox.cli", "node", command, ids[node], "--data-dir",
+                    str(cluster.nodes[node].where / "data")], env=cluster.nodes[node].env, check=True,
+                   capture_output=True, timeout=120)
+
+
 async def make_containers(cluster: Cluster, count: int, errors: Errors, pinned: bool = False) -> None:
-    """``count`` containers in the set "spread" (the i-th made on node (i mod N) directly) or "node 2" (all made
-    on node 2), each run 20 times before any clock."""
+    """``count`` containers in the set "spread" (made through node (i mod N), placed by load as usual) or "node 2"
+    (all on node 2: the others are drained meanwhile), each with its true owner, each run 20 times before any
+    clock."""
     which = cluster.containers["node 2" if pinned else "spread"]
-    async with contextlib.AsyncExitStack() as stack:
-        https = [await stack.enter_async_context(httpx.AsyncClient(base_url=n.url, timeout=120))
-                 for n in cluster.nodes]
-        for i in range(len(which), count):
-            owner = 1 if pinned else i % len(cluster.nodes)
-            reply = await https[owner].post("/v1/containers", json={"name": f"bench-nodes-{i}"})
-            if reply.status_code != 200:
-                raise RuntimeError(f"create on {cluster.nodes[owner].url}: {reply.status_code} {reply.text[:500]}")
-            which.append((owner, str(reply.json()["id"])))
-        for owner, cid in which:
-            for _ in range(20):
-                await execute(https[owner], cid, errors)
+    ids = node_ids(cluster)
+    others = [n for n in range(len(cluster.nodes)) if n != 1] if pinned else []
+    for node in others:
+        set_state(cluster, node, "drain", ids)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            https = [await stack.enter_async_context(httpx.AsyncClient(base_url=n.url, timeout=120))
+                     for n in cluster.nodes]
+            for i in range(len(which), count):
+                entry = 1 if pinned else i % len(cluster.nodes)
+                reply = await https[entry].post("/v1/containers", json={"name": f"bench-nodes-{i}"})
+                if reply.status_code != 200:
+                    raise RuntimeError(f"create on {cluster.nodes[entry].url}: {reply.status_code} "
+                                       f"{reply.text[:500]}")
+                cid = str(reply.json()["id"])
+                which.append((owner_of(cluster, cid, ids), cid))
+            for owner, cid in which:
+                for _ in range(20):
+                    await execute(https[owner], cid, errors)
+    finally:
+        for node in others:
+            set_state(cluster, node, "resume", ids)
 
 
 @dataclass(frozen=True)
