@@ -56,10 +56,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ holds the PostgreSQL helper
-from tests.postgres import Postgres, running_postgres
+from tests.postgres import Postgres, node_of_container, running_postgres
 
 from api import free_port, p99, trivial_server  # bench/api.py
 from engine import cpu_load, foreign_activity, git_state  # bench/engine.py
@@ -332,14 +331,7 @@ def owner_of(cluster: Cluster, cid: str, ids: list[str]) -> int:
     url = cluster.nodes[0].env.get("CELLBOX_DATABASE_URL")
     if not url:
         return 0
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            node_id = connection.execute(sqlalchemy.text("SELECT node_id FROM containers WHERE id = :cid"),
-                                         {"cid": cid}).scalar_one()
-    finally:
-        engine.dispose()
-    return ids.index(node_id)
+    return ids.index(node_of_container(url, cid))
 
 
 def set_state(cluster: Cluster, node: int, command: str, ids: list[str]) -> None:

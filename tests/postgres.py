@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import sqlalchemy
+
 from tests.waiting import until
 
 _names = itertools.count(1)
@@ -39,6 +41,18 @@ class Postgres:
         subprocess.run([_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "cellbox", name],
                        check=True, capture_output=True)
         return f"postgresql+psycopg://cellbox@127.0.0.1:{self.port}/{name}"
+
+
+def node_of_container(database_url: str, cid: str) -> str:
+    """The id of the node that runs container ``cid``, from the shared catalog (placement decides it, not the
+    server that received the create)."""
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return str(connection.execute(sqlalchemy.text("SELECT node_id FROM containers WHERE id = :cid"),
+                                          {"cid": cid}).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def running_postgres() -> Iterator[Postgres]:

@@ -25,12 +25,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import sqlalchemy
 
 from tests import s3
 from tests.integration.api.server import Server, check_error, client, raw
 from tests.integration.api.test_mcp import container_of, mcp_session, texts
-from tests.postgres import Postgres
+from tests.postgres import Postgres, node_of_container
 from tests.upstream import ScriptedUpstream
 from tests.waiting import until
 
@@ -51,15 +50,8 @@ class Cluster:
     ids: dict[str, Server]  # node id -> its server
 
     def owner(self, cid: str) -> Server:
-        """The node whose engine runs container ``cid``, from the shared catalog."""
-        engine = sqlalchemy.create_engine(self.database)
-        try:
-            with engine.connect() as connection:
-                node_id = connection.execute(sqlalchemy.text("SELECT node_id FROM containers WHERE id = :cid"),
-                                             {"cid": cid}).scalar_one()
-        finally:
-            engine.dispose()
-        return self.ids[node_id]
+        """The node whose engine runs container ``cid``."""
+        return self.ids[node_of_container(self.database, cid)]
 
     def cli(self, *args: str) -> Any:
         done = subprocess.run([sys.executable, "-m", "cellbox.cli", "node", *args, "--data-dir",
