@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         "requests that carry the node token, besides /health and /metrics).")
     node_token: str = Field("", description="The secret every server of a cluster shares: requests between them "
                             "carry it, and a node answers a server's request for a project only with it. At "
-                            "least 32 characters; required by the api and node roles.")
+                            "least 32 printable ASCII characters; required by the api and node roles.")
     node_url: str = Field("", description="The address other servers reach this node at (shown in `cellbox node "
                           "ls`, used to relay requests to it). Empty: http://HOST:PORT as served.")
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between a node's reports of its load "
@@ -126,8 +126,10 @@ class Settings(BaseSettings):
         if self.node_timeout < 3 * self.heartbeat_interval:
             raise ValueError(f"node_timeout ({self.node_timeout}) must be at least three heartbeat intervals "
                              f"({3 * self.heartbeat_interval}), or a node that is merely slow would be lost")
-        if self.node_token and len(self.node_token) < 32:
-            raise ValueError("node_token must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        if self.node_token and (len(self.node_token) < 32 or not self.node_token.isascii()
+                                or not self.node_token.isprintable() or " " in self.node_token):
+            raise ValueError("node_token must be at least 32 printable ASCII characters, no spaces (e.g. `openssl "
+                             "rand -hex 32`)")
         if self.role != "all" and not self.node_token:
             raise ValueError(f"the {self.role} role needs CELLBOX_NODE_TOKEN, the secret the servers of a cluster "
                              "share (e.g. `openssl rand -hex 32`)")

@@ -160,7 +160,9 @@ def test_only_a_loopback_bind_counts_as_loopback_only(host: str, loopback: bool)
     ({"CELLBOX_ROLE": "api", "CELLBOX_NODE_TOKEN": "t" * 32}, "needs a PostgreSQL CELLBOX_DATABASE_URL"),
     ({"CELLBOX_ROLE": "api", "CELLBOX_NODE_TOKEN": "t" * 32, "CELLBOX_DATABASE_URL": "postgresql+psycopg://h/db"},
      "an object store in CELLBOX_BLOB_URL"),
-    ({"CELLBOX_NODE_TOKEN": "short"}, "at least 32 characters"),
+    ({"CELLBOX_NODE_TOKEN": "short"}, "at least 32 printable ASCII characters"),
+    ({"CELLBOX_NODE_TOKEN": "é" * 32}, "at least 32 printable ASCII characters"),
+    ({"CELLBOX_NODE_TOKEN": "t" * 31 + " x"}, "no spaces"),
     ({"CELLBOX_ROLE": "everything"}, "Input should be 'all', 'api' or 'node'"),
 ])
 def test_a_role_without_what_it_needs_is_refused(env: pytest.MonkeyPatch, env_vars: dict[str, str],

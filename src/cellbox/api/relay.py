@@ -25,7 +25,7 @@ from cellbox.services.nodes import NodeLost
 from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY, peer_headers
 from cellbox.services.wiring import Services
 
-_RELAYED = RELAYED_BY.encode()
+_RELAYED, _TOKEN = RELAYED_BY.encode(), NODE_TOKEN.encode()
 _OURS = {name.encode() for name in (NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY)}
 _CONTAINER_PATH = re.compile(r"^/v1/containers/(cntr_[0-9a-f]{1,64})(?:/|$)")
 # Per connection, not per message (RFC 9110 7.6.1); the owner and the client each frame their own.
@@ -53,13 +53,23 @@ class Relay:
 
 async def _target(services: Services, scope: Scope) -> tuple[str, str, str | None] | None:
     """Where the request should go instead, as (node id, URL, container id), or None to answer it here."""
+    if any(step in (".", "..") for step in scope["path"].split("/")):
+        return None  # never relayed: the owner's HTTP client would resolve it to another path (here it is a 404)
     if scope["path"] == "/v1/containers" and scope["method"] == "POST":
+        await _authenticated(services, scope)  # placing counts the create on a node: only for a caller we know
         other = await services.nodes.place(services.containers.live)  # none: here (or this node says why not)
         return (*other, None) if other is not None else None
     if match := _CONTAINER_PATH.match(scope["path"]):
         owner = await services.containers.owner_elsewhere(match.group(1))
         return (*owner, match.group(1)) if owner is not None else None
     return None
+
+
+async def _authenticated(services: Services, scope: Scope) -> None:
+    """Raise unless the request carries a key (or, from a server of the cluster, the node token)."""
+    headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", _TOKEN)}
+    if not services.keys.peer(headers.get(_TOKEN)):
+        await services.keys.project_for(headers.get(b"authorization"))
 
 
 async def _relay(services: Services, target: tuple[str, str, str | None], scope: Scope, receive: Receive,

@@ -75,6 +75,7 @@ class Nodes:
         self.id = node_id
         self.state = UP
         self.peers = 0  # other nodes not down, as of the last sweep: none means nothing to route
+        self._placing = asyncio.Lock()
         self.seen: dict[str, tuple[str, str]] = {}  # every server's (URL, state) as of the last sweep
 
     @property
@@ -176,14 +177,15 @@ class Nodes:
         here = self.takes_more(containers)
         if self.runs_containers and not self.peers:
             return None
-        best = await self._roomiest()
-        if best is not None and not (here and containers / self._max_containers <= best[2]):
-            async with self._db.session() as session, session.begin():
-                # Counted at once, so the creates that arrive between two heartbeats spread too (the next
-                # heartbeat reports the true count).
-                await session.execute(update(NodeRow).where(NodeRow.id == best[0]).values(
-                    containers=NodeRow.containers + 1))
-            return best[0], best[1]
+        async with self._placing:  # this server's creates choose one at a time, each seeing the last one's count
+            best = await self._roomiest()
+            if best is not None and not (here and containers / self._max_containers <= best[2]):
+                async with self._db.session() as session, session.begin():
+                    # Counted at once, so the creates that arrive between two heartbeats spread too (the next
+                    # heartbeat reports the true count).
+                    await session.execute(update(NodeRow).where(NodeRow.id == best[0]).values(
+                        containers=NodeRow.containers + 1))
+                return best[0], best[1]
         if self.runs_containers:
             return None
         raise SandboxUnavailable("no node has room for a new container: every node is draining, full or down "

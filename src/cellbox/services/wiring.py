@@ -85,8 +85,9 @@ class Services:
             await self.containers.restore()
         if failed := await self.history.fail_unfinished():
             log.warning("%d response(s) were still running when the server stopped; they are marked failed", failed)
-        self._tasks = [asyncio.create_task(self._reap(), name="cellbox-reaper"),
-                       asyncio.create_task(self._heartbeat(), name="cellbox-heartbeat")]
+        self._tasks = [asyncio.create_task(self._heartbeat(), name="cellbox-heartbeat")]
+        if self.settings.runs_containers:  # an api server's containers are its nodes' to expire
+            self._tasks.append(asyncio.create_task(self._reap(), name="cellbox-reaper"))
 
     async def _reap(self) -> None:
         while True:
@@ -105,7 +106,7 @@ class Services:
             try:
                 await self.nodes.beat(containers=self.containers.live)
                 await self._sweep()
-                if stopped := await self.containers.reconcile():
+                if self.settings.runs_containers and (stopped := await self.containers.reconcile()):
                     log.info("stopped %d sandbox(es) that no container of this node owns any more", stopped)
             except Exception:
                 log.exception("the node's heartbeat failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client as http_client
 import json
 import os
 import secrets
@@ -215,6 +216,19 @@ def test_nodes_answer_the_servers_of_their_cluster_only(cluster: Cluster) -> Non
         check_error(http.get(f"/v1/containers/{theirs.id}", headers={"x-cellbox-project": "project-b"}), 404,
                     "not found")  # relayed to its node without the claim: the key's project decides
         other.containers.delete(theirs.id)
+    with raw(cluster.apis[0], key=None) as keyless:  # placing counts a create: never for a stranger
+        for _ in range(3):
+            check_error(keyless.post("/v1/containers", json={"name": "no key"}), 401, "missing api key")
+    with client(cluster.apis[0]) as sdk:
+        box = sdk.containers.create(name="a way in?")
+        for dots in ("..", "%2e%2e"):  # a path that would resolve to another endpoint of the node is never relayed
+            connection = http_client.HTTPConnection("127.0.0.1", cluster.apis[0].port, timeout=60)
+            connection.request("GET", f"/v1/containers/{box.id}/{dots}/{dots}/files",
+                               headers={"Authorization": "Bearer key-a"})
+            answer = connection.getresponse()
+            assert answer.status == 404, answer.read()
+            connection.close()
+        sdk.containers.delete(box.id)
     servers = cluster.cli("ls", "--json")
     roles = {s["id"]: s["role"] for s in servers}
     assert sorted(roles.values()) == ["api", "api", "node", "node", "node"]
