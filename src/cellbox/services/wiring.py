@@ -61,7 +61,7 @@ class Services:
                                Remote(self.relay, self.nodes, settings.node_token))
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout, metrics=self.metrics)
-        self.metrics.watch(live=lambda: len(list(self.engine)), pool=lambda: self.engine.warm_pool()["ready"])
+        self.metrics.watch(live=lambda: self.containers.live, pool=lambda: self.engine.warm_pool()["ready"])
         self.conversations = Conversations(self.db)
         self.history = History(self.db, self.nodes.id)
         self.responses = Responses(self.history, self.conversations, self.cluster, self.files, self.upstream,
