@@ -195,18 +195,18 @@ async def api_figures(base: str, floor_base: str, upstream: ScriptedUpstream, qu
 def responses_figures(base: str, upstream: ScriptedUpstream, quick: bool) -> dict[str, list[float]]:
     """bench/responses.py's interleaved loop, shorter: what the Responses API adds, net of model and code."""
     bench = loop_bench.Bench(base, upstream, stream=False, store=True)
-    keys = ("full", "text", "up1", "up2", "execute")
+    keys = ("full", "text", "text_raw", "up1", "up2", "execute")
     samples: dict[str, list[float]] = {key: [] for key in keys}
     try:
         bench.capture()
         for iteration in range(10 + (30 if quick else 150)):
-            full, text = bench.full(), bench.text()
+            full, text, text_raw = bench.full(), bench.text(), bench.text_raw()
             up1, up2 = bench.upstream_pair()
             execute = bench.execute()
             for model in (loop_bench.TOOL_MODEL, loop_bench.TEXT_MODEL, loop_bench.DIRECT_MODEL):
                 upstream.clear(model)
             if iteration >= 10:
-                for key, value in zip(keys, (full, text, up1, up2, execute), strict=True):
+                for key, value in zip(keys, (full, text, text_raw, up1, up2, execute), strict=True):
                     samples[key].append(value)
     finally:
         bench.close()
@@ -281,8 +281,11 @@ def report(engine: dict[str, Any] | None, api: dict[str, Any], jupyter: dict[str
         resp = {key: statistics.median(values) * 1000 for key, values in api["responses"].items()}
         fixed = resp["text"] - resp["up1"]
         turn = resp["full"] - resp["text"] - resp["up2"] - resp["execute"]
-        table.add("responses: fixed cost per response", {"p50": fixed}, fixed / floor, "floor", 2,
-                  "text - up1, from p50s")
+        raw = resp["text_raw"] - resp["up1"]
+        table.add("responses: fixed cost per response", {"p50": raw}, raw / floor, "floor", 2,
+                  "text/raw - up1, from p50s: an httpx POST, as the floor is")
+        table.add("responses: the same through the openai SDK", {"p50": fixed}, fixed / floor, "floor", None,
+                  "text - up1: adds the SDK's parsing of the Response, on the client")
         table.add("responses: added cost per tool turn", {"p50": turn}, turn / floor, "floor", 2,
                   "full - text - up2 - execute, from p50s")
     if "burst" in api:

@@ -14,6 +14,8 @@ Each iteration measures, interleaved so drift hits every figure alike:
   full/raw  the same response as one plain httpx POST, to show what the SDK's own parsing costs
   text      `responses.create` (SDK) of a response with zero tool turns: the script is just the text
             (one upstream completion + Cellbox), with the same tool declared so the requests are alike
+  text/raw  the same zero-turn response as one plain httpx POST: what the server costs, without the SDK's
+            parsing (the HTTP floor of bench/all.py is an httpx POST too, so this is the figure it compares)
   up1, up2  the two chat completions of `full` sent straight to the scripted upstream by httpx: the exact
             request bodies Cellbox sent it (captured after the warm-up), so the sizes are identical
   execute   `POST /v1/containers/{id}/execute` of `1` in the same container: the code's time, *including* one
@@ -23,7 +25,7 @@ Derived, from the medians (p50s of independent samples do not subtract exactly; 
 each iteration's own difference and report its p50 and p99, which carries the noise of every term):
 
   added per response with one tool turn  = full - up1 - up2 - execute
-  fixed per response (no tool turn)      = text - up1
+  fixed per response (no tool turn)      = text - up1  (and text/raw - up1)
   added per tool turn (marginal)         = full - text - up2 - execute
 
 Because `execute` includes an HTTP round trip that the response loop does not make, the first and last figures
@@ -104,13 +106,17 @@ class Bench:
                 check(response.status == "completed" and response.output_text == TEXT, response)
         return run
 
-    def _raw_response(self) -> None:
-        body = {"model": TOOL_MODEL, "input": "Compute.", "tools": self.tools, "store": self.store,
+    def _raw_response(self, model: str = TOOL_MODEL) -> None:
+        body = {"model": model, "input": "Compute.", "tools": self.tools, "store": self.store,
                 "stream": self.stream}
         with self.http.stream("POST", "/v1/responses", json=body) as reply:
             data = reply.read()
         check(reply.status_code == 200, data[-500:])
         check(b"event: response.completed" in data if self.stream else reply.json()["status"] == "completed", data)
+
+    def text_raw(self) -> float:
+        self.upstream.script(TEXT_MODEL, {"text": TEXT})
+        return timed(lambda: self._raw_response(TEXT_MODEL))
 
     def full(self) -> float:
         self.upstream.script(TOOL_MODEL, {"code": CODE}, {"text": TEXT})
@@ -156,6 +162,7 @@ def report(samples: dict[str, list[float]]) -> None:
         "full": "full: 1 tool turn, SDK responses.create",
         "full_raw": "full: 1 tool turn, raw httpx POST",
         "text": "text: 0 tool turns, SDK responses.create",
+        "text_raw": "text: 0 tool turns, raw httpx POST",
         "up1": "upstream completion 1 (direct httpx)",
         "up2": "upstream completion 2 (direct httpx)",
         "execute": "execute `1` via HTTP (incl. HTTP overhead)",
@@ -170,6 +177,8 @@ def report(samples: dict[str, list[float]]) -> None:
             [samples["full"][i] - samples["up1"][i] - samples["up2"][i] - samples["execute"][i] for i in range(n)]),
         "fixed per response (no tool turn)      = text - up1": (
             med["text"] - med["up1"], [samples["text"][i] - samples["up1"][i] for i in range(n)]),
+        "fixed per response, raw HTTP          = text/raw - up1": (
+            med["text_raw"] - med["up1"], [samples["text_raw"][i] - samples["up1"][i] for i in range(n)]),
         "ADDED PER TOOL TURN (marginal)         = full - text - up2 - execute": (
             med["full"] - med["text"] - med["up2"] - med["execute"],
             [samples["full"][i] - samples["text"][i] - samples["up2"][i] - samples["execute"][i]
@@ -209,14 +218,16 @@ def main() -> None:
                     bench.full()
                     bench.full_raw()
                     bench.text()
+                    bench.text_raw()
                     bench.upstream_pair()
                     bench.execute()
-                samples: dict[str, list[float]] = {k: [] for k in ("full", "full_raw", "text", "up1", "up2",
-                                                                    "execute")}
+                samples: dict[str, list[float]] = {k: [] for k in ("full", "full_raw", "text", "text_raw", "up1",
+                                                                    "up2", "execute")}
                 for _ in range(args.iterations):
                     samples["full"].append(bench.full())
                     samples["full_raw"].append(bench.full_raw())
                     samples["text"].append(bench.text())
+                    samples["text_raw"].append(bench.text_raw())
                     up1, up2 = bench.upstream_pair()
                     samples["up1"].append(up1)
                     samples["up2"].append(up2)

@@ -213,7 +213,7 @@ class Containers:
 
     async def get(self, project: str, cid: str, touch: bool = True) -> ContainerRow:
         """A project's container; using it refreshes ``last_active_at`` (an idle one expires first)."""
-        row = (await self._db.lookup(_CONTAINER, {"cid": cid, "project": project})).unique().scalar_one_or_none()
+        row = await self._db.scalar(_CONTAINER, {"cid": cid, "project": project})
         return await self._in_use(cid, row, touch)
 
     async def _in_use(self, cid: str, row: ContainerRow | None, touch: bool) -> ContainerRow:
@@ -271,7 +271,7 @@ class Containers:
             return None
         node_id = self._owners.get(cid)
         if node_id is None:
-            node_id = (await self._db.lookup(_NODE_OF, {"cid": cid})).scalar_one_or_none()
+            node_id = await self._db.scalar(_NODE_OF, {"cid": cid})
             if node_id is None:
                 return None
             self._owners[cid] = node_id  # a container never changes node: no query next time
@@ -378,7 +378,7 @@ class Containers:
 
     async def get_file(self, project: str, cid: str, fid: str) -> ContainerFileRow:
         """A container's file (the container used, as by :meth:`get`): both rows in one query."""
-        found = (await self._db.lookup(_CONTAINER_AND_FILE, {"cid": cid, "project": project, "fid": fid})).first()
+        found = await self._db.lookup(_CONTAINER_AND_FILE, {"cid": cid, "project": project, "fid": fid})
         container, row = found if found is not None else (None, None)
         await self._in_use(cid, container, touch=True)
         if row is None:

@@ -47,7 +47,7 @@ class Files:
         return row
 
     async def get(self, project: str, fid: str) -> FileRow:
-        row = (await self._db.lookup(_FILE, {"fid": fid, "project": project})).scalar_one_or_none()
+        row = await self._db.scalar(_FILE, {"fid": fid, "project": project})
         if row is None or (row.expires_at is not None and row.expires_at <= now()):
             raise NotFound(f"No such File object: {fid}", "file_id")
         return row

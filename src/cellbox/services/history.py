@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import NoResultFound
 
 from cellbox.errors import NotFound
@@ -15,6 +16,11 @@ from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
 
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
+_INSERT = insert(ResponseRow.__table__)
+_INPUT = insert(ResponseItemRow.__table__)
+_STORED = insert(StoredItemRow.__table__)
+_FINISH = (update(ResponseRow.__table__).where(ResponseRow.__table__.c.id == bindparam("rid"))
+           .values(status=bindparam("status"), body=bindparam("body")))
 _RESPONSE = select(ResponseRow).where(ResponseRow.id == bindparam("rid"), ResponseRow.project == bindparam("project"))
 
 
@@ -32,32 +38,49 @@ class History:
         self._db = db
         self._node_id = node_id  # the server that runs the responses it begins
 
-    # begin and finish run on every stored response: plain INSERT and UPDATE statements, one round each, rather
-    # than the ORM's unit of work around objects nobody reads again (it cost 3-4 ms a write; BENCHMARKS.md, stop 8).
+    # A stored response costs one write (a plain POST: `record`) or two (streamed or in the background: `begin`,
+    # then `finish`), each a few plain statements in one transaction and one hop (BENCHMARKS.md, stops 8 and 12).
 
     async def begin(self, project: str, response: dict[str, Any], inputs: list[dict[str, Any]]) -> None:
-        rid = response["id"]
-        async with self._db.session() as session, session.begin():
-            await session.execute(insert(ResponseRow).values(
-                id=rid, project=project, created_at=response["created_at"], status=response["status"],
-                previous_response_id=response.get("previous_response_id"), node_id=self._node_id,
-                body={"response": response, "tool_results": {}}))
-            if inputs:
-                await session.execute(insert(ResponseItemRow), [
-                    {"id": item["id"], "response_id": rid, "body": item} for item in inputs])
-                await session.execute(insert(StoredItemRow), [
-                    {"id": item["id"], "project": project, "response_id": rid, "body": item} for item in inputs])
+        """A response as it starts, so it can be retrieved (and continued from, or failed at a restart) while it
+        runs."""
+        await self._db.write(lambda c: self._insert(c, project, response, inputs, {}))
 
     async def finish(self, project: str, response: dict[str, Any], tool_results: dict[str, str]) -> None:
+        """The end of a response that :meth:`begin` stored."""
         rid, outputs = response["id"], response.get("output") or []
-        async with self._db.session() as session, session.begin():
-            done = await session.execute(update(ResponseRow).where(ResponseRow.id == rid).values(
-                status=response["status"], body={"response": response, "tool_results": tool_results}))
-            if not done.rowcount:  # type: ignore[attr-defined]
+
+        def work(connection: Connection) -> None:
+            done = connection.execute(_FINISH, {"rid": rid, "status": response["status"],
+                                                "body": {"response": response, "tool_results": tool_results}})
+            if not done.rowcount:
                 raise NoResultFound(f"no stored response {rid}")  # deleted meanwhile, as a read would have found
-            if outputs:
-                await session.execute(insert(StoredItemRow), [
-                    {"id": item["id"], "project": project, "response_id": rid, "body": item} for item in outputs])
+            self._items(connection, project, rid, outputs)
+
+        await self._db.write(work)
+
+    async def record(self, project: str, response: dict[str, Any], inputs: list[dict[str, Any]],
+                     tool_results: dict[str, str]) -> None:
+        """A whole response at once: one that nobody could see before it ended (it was not streamed)."""
+        await self._db.write(lambda c: self._insert(c, project, response, inputs, tool_results))
+
+    def _insert(self, connection: Connection, project: str, response: dict[str, Any], inputs: list[dict[str, Any]],
+                tool_results: dict[str, str]) -> None:
+        rid = response["id"]
+        connection.execute(_INSERT, {
+            "id": rid, "project": project, "created_at": response["created_at"], "status": response["status"],
+            "previous_response_id": response.get("previous_response_id"), "node_id": self._node_id,
+            "body": {"response": response, "tool_results": tool_results}})
+        if inputs:
+            connection.execute(_INPUT, [{"id": item["id"], "response_id": rid, "body": item} for item in inputs])
+        self._items(connection, project, rid, inputs + (response.get("output") or []))
+
+    @staticmethod
+    def _items(connection: Connection, project: str, rid: str, items: list[dict[str, Any]]) -> None:
+        """Items findable by id for ``item_reference`` inputs."""
+        if items:
+            connection.execute(_STORED, [{"id": item["id"], "project": project, "response_id": rid, "body": item}
+                                         for item in items])
 
     async def fail_unfinished(self, lost: list[str] | None = None) -> int:
         """Responses left queued or in progress end ``failed`` and say why: at start, those this server ran before
@@ -83,7 +106,7 @@ class History:
             await session.execute(delete(ResponseRow).where(ResponseRow.id == rid))
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
-        row = (await self._db.lookup(_RESPONSE, {"rid": rid, "project": project})).scalar_one_or_none()
+        row = await self._db.scalar(_RESPONSE, {"rid": rid, "project": project})
         if row is None:
             raise NotFound(f"Response with id '{rid}' not found.", param)
         return row

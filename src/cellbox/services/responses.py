@@ -154,7 +154,8 @@ class Run:
     made_container: bool = False
     show_images: bool = False  # displayed figures go back to the model (a vision model)
     conversation_id: str | None = None  # its inputs and outputs are appended there when it ends
-    begun: bool = False  # stored as started
+    whole: bool = False  # answered as one body when it ends (a plain POST): nobody can see it before
+    stored: bool = False  # its start is stored, so its end updates that row
     lost_container: str | None = None  # the conversation's container expired: the model has yet to be told
     tool_results: dict[str, str] = field(default_factory=dict)
     generated: dict[str, ContainerFile] = field(default_factory=dict)  # by path: files the code wrote
@@ -496,6 +497,7 @@ class Responses:
     async def create(self, project: str, body: CreateResponse) -> dict[str, Any]:
         """A whole response at once. A failure before anything was produced is an HTTP error, not a response."""
         run = await self.start(project, body)
+        run.whole = True
         final: dict[str, Any] = {}
         async for event in self.events(run, raise_early=True):
             if "response" in event:
@@ -503,10 +505,11 @@ class Responses:
         return final
 
     async def begin(self, run: Run) -> None:
-        """Store the response as it starts (once), so it can be retrieved while it runs."""
-        if run.body.store and not run.begun:
+        """Store the response as it starts (once), so it can be retrieved while it runs. A whole one is stored
+        once, as it ends: its id is unknown to anyone until then."""
+        if run.body.store and not run.stored and not run.whole:
             await self._history.begin(run.project, run.response.model_dump(), run.inputs)
-        run.begun = True
+            run.stored = True
 
     async def settled(self) -> None:
         """Until the records of runs that stopped early are written."""
@@ -526,7 +529,7 @@ class Responses:
             if not run.response.output:
                 await self._abandon(run)
             if raise_early and not run.response.output:
-                if run.body.store:
+                if run.stored:
                     await self._history.discard(run.response.id)
                 run.finished = True
                 raise
@@ -546,8 +549,10 @@ class Responses:
                 task.add_done_callback(self._closing.discard)
 
     async def _finish(self, run: Run) -> None:
-        if run.body.store:
+        if run.stored:
             await self._history.finish(run.project, run.response.model_dump(), run.tool_results)
+        elif run.body.store:
+            await self._history.record(run.project, run.response.model_dump(), run.inputs, run.tool_results)
         if run.conversation_id is not None:
             outputs = [item.model_dump() for item in run.response.output]
             with contextlib.suppress(NotFound):  # the conversation was deleted meanwhile: nothing to add to

@@ -6,13 +6,14 @@ deleted meanwhile (a foreign key) is NotFound; a database that is locked or unre
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Executable, create_engine, event, text
-from sqlalchemy.engine import Engine, Result
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,7 @@ from cellbox.store import migrations
 from cellbox.store.sqlite import OneHopDBAPI
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Held for the migration's transaction, so replicas starting together on PostgreSQL migrate one after another.
 _MIGRATION_LOCK = 0x63656C6C626F78  # "cellbox"
@@ -72,12 +74,17 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         self._reader: sessionmaker[Session] | None = None
         self._reader_engine: Engine | None = None
+        self._writer_engine: Engine | None = None
         if url.startswith("sqlite+aiosqlite:///"):
             # Point lookups on this thread: an indexed read of a WAL database takes microseconds, the hop to
             # aiosqlite's thread and back far more on a busy machine (BENCHMARKS.md, stop 10).
             self._reader_engine = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
             event.listen(self._reader_engine, "connect", _reader_pragmas)
             self._reader = sessionmaker(self._reader_engine, expire_on_commit=False)
+            # Writes of a few statements in one worker-thread hop, rather than one hop per statement and a
+            # session's bookkeeping around them (BENCHMARKS.md, stop 12).
+            self._writer_engine = create_engine(url.replace("+aiosqlite", "", 1))
+            event.listen(self._writer_engine, "connect", _sqlite_pragmas)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -86,15 +93,34 @@ class Database:
             async with self._sessions() as session:
                 yield session
 
-    async def lookup(self, statement: Executable, parameters: dict[str, Any]) -> Result[Any]:
-        """The buffered result of a read that finds at most a few rows by key. On SQLite it runs here, on the
-        event loop's thread, in a read-only connection of its own; elsewhere as any session would."""
+    async def lookup(self, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
+        """The one row a read by key finds, or None. On SQLite it runs here, on the event loop's thread, in a
+        read-only connection of its own; elsewhere as any session would. Objects come loaded whole (detached)."""
         with translated():
             if self._reader is not None:
                 with self._reader() as session:
-                    return session.execute(statement, parameters).freeze()()
+                    return session.execute(statement, parameters).unique().first()
             async with self._sessions() as session:
-                return (await session.execute(statement, parameters)).freeze()()
+                return (await session.execute(statement, parameters)).unique().first()
+
+    async def scalar(self, statement: Executable, parameters: dict[str, Any]) -> Any:
+        """The first column of :meth:`lookup`'s row (an object, for a select of one entity), or None."""
+        row = await self.lookup(statement, parameters)
+        return None if row is None else row[0]
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """``work``'s statements (Core, on a plain connection) in one transaction. On SQLite the whole of it
+        runs in one worker-thread hop; elsewhere on the async engine, as any session would."""
+        with translated():
+            if self._writer_engine is not None:
+                return await asyncio.to_thread(self._write, self._writer_engine, work)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(work)
+
+    @staticmethod
+    def _write(engine: Engine, work: Callable[[Connection], T]) -> T:
+        with engine.begin() as connection:
+            return work(connection)
 
     async def migrate(self) -> None:
         """Bring the schema to this release's, in one transaction that waits for any other process doing the same
@@ -110,6 +136,7 @@ class Database:
             log.info("database schema migrated from revision %s to %s", before, now)
 
     async def aclose(self) -> None:
-        if self._reader_engine is not None:
-            self._reader_engine.dispose()
+        for engine in (self._reader_engine, self._writer_engine):
+            if engine is not None:
+                engine.dispose()
         await self.engine.dispose()
