@@ -9,7 +9,7 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import RowMapping, bindparam, delete, select, update
 
 from cellbox.egress.policy import Policy
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable
@@ -26,18 +26,25 @@ from cellbox.services.metrics import Metrics
 from cellbox.services.nodes import DOWN, Nodes
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow
+from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow, built, columns
 
 log = logging.getLogger(__name__)
 RUNNING, EXPIRED = "running", "expired"
 OWNERS_KEPT = 16384  # containers whose node is remembered for routing
 
-# The lookups every execute and GET makes, built once: building a statement and its cache key cost about half as
-# much again as running it (BENCHMARKS.md, stop 8).
-_CONTAINER = select(ContainerRow).where(ContainerRow.id == bindparam("cid"),
-                                        ContainerRow.project == bindparam("project"))
-_CONTAINER_AND_FILE = _CONTAINER.add_columns(ContainerFileRow).outerjoin(
+# The lookups every execute and GET makes, built once (building a statement and its cache key cost about half as
+# much again as running it; BENCHMARKS.md, stop 8), in Core with the container's allowlist joined.
+_CONTAINER = (select(*columns(ContainerRow), *columns(ContainerNetworkRow, "network."))
+              .outerjoin(ContainerNetworkRow, ContainerNetworkRow.container_id == ContainerRow.id)
+              .where(ContainerRow.id == bindparam("cid"), ContainerRow.project == bindparam("project")))
+_CONTAINER_AND_FILE = _CONTAINER.add_columns(*columns(ContainerFileRow, "file.")).outerjoin(
     ContainerFileRow, (ContainerFileRow.container_id == ContainerRow.id) & (ContainerFileRow.id == bindparam("fid")))
+
+
+def _container(found: RowMapping) -> ContainerRow:
+    row = built(ContainerRow, found)
+    row.network = built(ContainerNetworkRow, found, "network.") if found["network.container_id"] else None
+    return row
 
 
 _NODE_OF = select(ContainerRow.node_id).where(ContainerRow.id == bindparam("cid"))
@@ -213,7 +220,8 @@ class Containers:
 
     async def get(self, project: str, cid: str, touch: bool = True) -> ContainerRow:
         """A project's container; using it refreshes ``last_active_at`` (an idle one expires first)."""
-        row = await self._db.scalar(_CONTAINER, {"cid": cid, "project": project})
+        found = await self._db.lookup(_CONTAINER, {"cid": cid, "project": project})
+        row = _container(found) if found is not None else None
         return await self._in_use(cid, row, touch)
 
     async def _in_use(self, cid: str, row: ContainerRow | None, touch: bool) -> ContainerRow:
@@ -271,7 +279,8 @@ class Containers:
             return None
         node_id = self._owners.get(cid)
         if node_id is None:
-            node_id = await self._db.scalar(_NODE_OF, {"cid": cid})
+            found = await self._db.lookup(_NODE_OF, {"cid": cid})
+            node_id = found["node_id"] if found is not None else None
             if node_id is None:
                 return None
             self._owners[cid] = node_id  # a container never changes node: no query next time
@@ -379,7 +388,8 @@ class Containers:
     async def get_file(self, project: str, cid: str, fid: str) -> ContainerFileRow:
         """A container's file (the container used, as by :meth:`get`): both rows in one query."""
         found = await self._db.lookup(_CONTAINER_AND_FILE, {"cid": cid, "project": project, "fid": fid})
-        container, row = found if found is not None else (None, None)
+        container = _container(found) if found is not None else None
+        row = built(ContainerFileRow, found, "file.") if found is not None and found["file.id"] else None
         await self._in_use(cid, container, touch=True)
         if row is None:
             raise NotFound(f"Container file with id '{fid}' not found.", "file_id")

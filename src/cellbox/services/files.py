@@ -14,9 +14,9 @@ from cellbox.services.metrics import Metrics
 from cellbox.store.blobs import BlobStore, Content
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import FileRow
+from cellbox.store.tables import FileRow, built, columns
 
-_FILE = select(FileRow).where(FileRow.id == bindparam("fid"), FileRow.project == bindparam("project"))  # built once
+_FILE = select(*columns(FileRow)).where(FileRow.id == bindparam("fid"), FileRow.project == bindparam("project"))
 
 
 class Files:
@@ -47,7 +47,8 @@ class Files:
         return row
 
     async def get(self, project: str, fid: str) -> FileRow:
-        row = await self._db.scalar(_FILE, {"fid": fid, "project": project})
+        found = await self._db.lookup(_FILE, {"fid": fid, "project": project})
+        row = built(FileRow, found) if found is not None else None
         if row is None or (row.expires_at is not None and row.expires_at <= now()):
             raise NotFound(f"No such File object: {fid}", "file_id")
         return row

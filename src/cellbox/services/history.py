@@ -13,7 +13,7 @@ from sqlalchemy.exc import NoResultFound
 from cellbox.errors import NotFound
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
+from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow, built, columns
 
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
 _INSERT = insert(ResponseRow.__table__)
@@ -21,7 +21,8 @@ _INPUT = insert(ResponseItemRow.__table__)
 _STORED = insert(StoredItemRow.__table__)
 _FINISH = (update(ResponseRow.__table__).where(ResponseRow.__table__.c.id == bindparam("rid"))
            .values(status=bindparam("status"), body=bindparam("body")))
-_RESPONSE = select(ResponseRow).where(ResponseRow.id == bindparam("rid"), ResponseRow.project == bindparam("project"))
+_RESPONSE = select(*columns(ResponseRow)).where(ResponseRow.id == bindparam("rid"),
+                                                ResponseRow.project == bindparam("project"))
 
 
 @dataclass
@@ -106,7 +107,8 @@ class History:
             await session.execute(delete(ResponseRow).where(ResponseRow.id == rid))
 
     async def _row(self, project: str, rid: str, param: str = "response_id") -> ResponseRow:
-        row = await self._db.scalar(_RESPONSE, {"rid": rid, "project": project})
+        found = await self._db.lookup(_RESPONSE, {"rid": rid, "project": project})
+        row = built(ResponseRow, found) if found is not None else None
         if row is None:
             raise NotFound(f"Response with id '{rid}' not found.", param)
         return row

@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from cellbox.errors import InvalidInput, NotFound, StoreUnavailable
@@ -72,7 +71,6 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
-        self._reader: sessionmaker[Session] | None = None
         self._reader_engine: Engine | None = None
         self._writer_engine: Engine | None = None
         if url.startswith("sqlite+aiosqlite:///"):
@@ -80,7 +78,6 @@ class Database:
             # aiosqlite's thread and back far more on a busy machine (BENCHMARKS.md, stop 10).
             self._reader_engine = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
             event.listen(self._reader_engine, "connect", _reader_pragmas)
-            self._reader = sessionmaker(self._reader_engine, expire_on_commit=False)
             # Writes of a few statements in one worker-thread hop, rather than one hop per statement and a
             # session's bookkeeping around them (BENCHMARKS.md, stop 12).
             self._writer_engine = create_engine(url.replace("+aiosqlite", "", 1))
@@ -93,20 +90,15 @@ class Database:
             async with self._sessions() as session:
                 yield session
 
-    async def lookup(self, statement: Executable, parameters: dict[str, Any]) -> Row[Any] | None:
-        """The one row a read by key finds, or None. On SQLite it runs here, on the event loop's thread, in a
-        read-only connection of its own; elsewhere as any session would. Objects come loaded whole (detached)."""
+    async def lookup(self, statement: Executable, parameters: dict[str, Any]) -> RowMapping | None:
+        """The one row a Core read by key finds, or None. On SQLite it runs here, on the event loop's thread, in a
+        read-only connection of its own; elsewhere as any read would."""
         with translated():
-            if self._reader is not None:
-                with self._reader() as session:
-                    return session.execute(statement, parameters).unique().first()
-            async with self._sessions() as session:
-                return (await session.execute(statement, parameters)).unique().first()
-
-    async def scalar(self, statement: Executable, parameters: dict[str, Any]) -> Any:
-        """The first column of :meth:`lookup`'s row (an object, for a select of one entity), or None."""
-        row = await self.lookup(statement, parameters)
-        return None if row is None else row[0]
+            if self._reader_engine is not None:
+                with self._reader_engine.connect() as connection:
+                    return connection.execute(statement, parameters).mappings().first()
+            async with self.engine.connect() as connection:
+                return (await connection.execute(statement, parameters)).mappings().first()
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """``work``'s statements (Core, on a plain connection) in one transaction. On SQLite the whole of it

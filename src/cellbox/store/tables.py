@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Label, RowMapping, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for long-lived sequences.
@@ -13,6 +13,22 @@ Seq = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     pass
+
+
+M = TypeVar("M", bound=Base)
+
+
+# Point lookups select these columns in Core and build the object themselves: an ORM select costs about twice as
+# much per request, mostly in loading (BENCHMARKS.md, stop 12).
+
+def columns(model: type[Base], prefix: str = "") -> list[Label[Any]]:
+    """``model``'s columns for a Core select, each named ``prefix`` + its attribute (joins keep them apart)."""
+    return [column.label(prefix + column.key) for column in model.__table__.columns]
+
+
+def built(model: type[M], row: RowMapping, prefix: str = "") -> M:
+    """A (transient) ``model`` object from a Core row's :func:`columns`."""
+    return model(**{column.key: row[prefix + column.key] for column in model.__table__.columns})
 
 
 class ApiKey(Base):
