@@ -8,7 +8,7 @@ import base64
 from cellbox.errors import SandboxFailure
 from cellbox.sandbox.engine import Engine
 from cellbox.sandbox.events import Display, Error, Finished, Result, Stream
-from cellbox.sandbox.sandbox import Sandbox
+from cellbox.sandbox.sandbox import INLINE_SCAN_ENTRIES, Sandbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -129,6 +129,17 @@ async def test_reports_files_created_or_modified_in_the_workspace(box: Sandbox) 
         ("/mnt/data/input.csv", 6), ("/mnt/data/out/deep/r.txt", 5),
     ]
     assert (await box.run("1")).files == []
+
+
+async def test_a_workspace_too_big_to_scan_on_the_event_loop_is_scanned_whole(box: Sandbox) -> None:
+    """The scan after a run is held to a few entries on the event loop; past them it runs again, whole, in a
+    thread, so every change is still seen."""
+    many = INLINE_SCAN_ENTRIES + 50
+    made = await box.run(f"import os\nos.makedirs('many')\nfor i in range({many}): open(f'many/{{i}}.txt', 'w')")
+    assert len(made.files) == many
+    assert made.message is None  # nothing left out
+    gone = await box.run("import shutil\nshutil.rmtree('many')")
+    assert len(gone.deleted) == many
 
 
 async def test_uploaded_files_are_in_the_working_directory(box: Sandbox) -> None:

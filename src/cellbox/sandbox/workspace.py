@@ -235,13 +235,14 @@ class Workspace:
 
     # --- what is there, what changed -----------------------------------------------------------
 
-    def scan(self) -> Scan:
-        """Regular files under the workspace, keyed by relative path, within the scan limits.
+    def scan(self, entries: int | None = None) -> Scan:
+        """Regular files under the workspace, keyed by relative path, within the scan limits (``entries``: the
+        files and directories seen at most, if fewer than ``MAX_SCAN_ENTRIES``).
 
         Walks depth first by directory descriptor with O_NOFOLLOW, holding only the chain of parent descriptors
         (at most ``MAX_SCAN_DEPTH``), so code swapping a directory for a symlink mid-walk cannot make it list host
         files, and a wide or deep tree cannot cost the server more than a few descriptors and bounded time."""
-        walk = _Walk(time.monotonic() + MAX_SCAN_SECONDS)
+        walk = _Walk(time.monotonic() + MAX_SCAN_SECONDS, min(entries or MAX_SCAN_ENTRIES, MAX_SCAN_ENTRIES))
         try:
             fd = os.open(self.root, _DIR_FLAGS)
         except OSError:
@@ -303,10 +304,11 @@ class Workspace:
 class _Walk:
     """One bounded depth-first walk: what it found, and which limit stopped it, if one did."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, entries: int) -> None:
         self.found: Snapshot = {}
         self.limit: str | None = None
         self._deadline = deadline
+        self._most = entries
         self._entries = 0
 
     def directory(self, prefix: str, fd: int, depth: int) -> None:
@@ -342,8 +344,8 @@ class _Walk:
     def _count(self) -> bool:
         """Count one entry; False once a limit is reached."""
         self._entries += 1
-        if self._entries > MAX_SCAN_ENTRIES:
-            self.limit = f"more than {MAX_SCAN_ENTRIES} files and directories"
+        if self._entries > self._most:
+            self.limit = f"more than {self._most} files and directories"
         elif self._entries % 1024 == 0 and time.monotonic() > self._deadline:
             self.limit = f"more than {MAX_SCAN_SECONDS:g} s to list"
         return self.limit is None

@@ -657,3 +657,15 @@ def test_adopt_refuses_a_pathologically_deep_tree_and_leaves_the_root_to_its_old
         Workspace(ws.root, uid=123456, gid=123456).adopt()
     assert os.lstat(ws.root).st_uid == os.getuid()  # the next start walks again
     assert len(os.listdir("/proc/self/fd")) == open_before  # every directory descriptor closed
+
+
+def test_a_scan_can_be_held_to_fewer_entries_and_says_so(ws: Workspace) -> None:
+    """The scan after an execution first runs on the event loop held to a few entries, and again in a thread
+    when it says it stopped early: it must say so whenever it did not see everything."""
+    for i in range(8):
+        ws.write(f"f{i}.txt", b"x")
+    assert ws.scan(entries=8).limit is None
+    held = ws.scan(entries=5)
+    assert held.limit == "more than 5 files and directories"
+    assert len(held.files) == 5
+    assert ws.scan(entries=10**9).files == ws.scan().files  # never beyond the server's own bound
