@@ -3,24 +3,32 @@ the input items ``/input_items`` lists. Outputs are always stored whole; callers
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import NoResultFound
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellbox.errors import NotFound
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
 from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow, built, columns
 
+log = logging.getLogger(__name__)
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (guards against a cycle in a damaged store)
 _INSERT = insert(ResponseRow.__table__)
 _INPUT = insert(ResponseItemRow.__table__)
 _STORED = insert(StoredItemRow.__table__)
-_FINISH = (update(ResponseRow.__table__).where(ResponseRow.__table__.c.id == bindparam("rid"))
+UNFINISHED = ("queued", "in_progress")
+# A response another server gave up for lost has ended ("failed"): a late finish does not change that.
+_FINISH = (update(ResponseRow.__table__).where(ResponseRow.__table__.c.id == bindparam("rid"),
+                                               ResponseRow.__table__.c.status.in_(UNFINISHED))
            .values(status=bindparam("status"), body=bindparam("body")))
+_EXISTS = select(ResponseRow.__table__.c.status).where(ResponseRow.__table__.c.id == bindparam("rid"))
+LOST_WHY = "the server running this response was lost; create it again"
 _RESPONSE = select(*columns(ResponseRow)).where(ResponseRow.id == bindparam("rid"),
                                                 ResponseRow.project == bindparam("project"))
 
@@ -32,6 +40,17 @@ class Context:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     tool_results: dict[str, str] = field(default_factory=dict)
+
+
+async def fail(session: AsyncSession, which: ColumnElement[bool], why: str) -> int:
+    """Within ``session``'s transaction: the unfinished responses ``which`` selects end ``failed``, saying
+    ``why``. The sweep that gives a server up calls it in its own transaction, so none is left running."""
+    rows = list((await session.execute(select(ResponseRow).where(
+        ResponseRow.status.in_(UNFINISHED), which))).scalars())
+    for row in rows:
+        response = {**row.body["response"], "status": "failed", "error": {"code": "server_error", "message": why}}
+        row.status, row.body = "failed", {**row.body, "response": response}
+    return len(rows)
 
 
 class History:
@@ -55,7 +74,11 @@ class History:
             done = connection.execute(_FINISH, {"rid": rid, "status": response["status"],
                                                 "body": {"response": response, "tool_results": tool_results}})
             if not done.rowcount:
-                raise NoResultFound(f"no stored response {rid}")  # deleted meanwhile, as a read would have found
+                ended = connection.execute(_EXISTS, {"rid": rid}).scalar()
+                if ended is None:
+                    raise NoResultFound(f"no stored response {rid}")  # deleted meanwhile, as a read would have found
+                log.warning("response %s ended %s meanwhile (its server was given up for lost); kept so", rid, ended)
+                return
             self._items(connection, project, rid, outputs)
 
         await self._db.write(work)
@@ -83,22 +106,12 @@ class History:
             connection.execute(_STORED, [{"id": item["id"], "project": project, "response_id": rid, "body": item}
                                          for item in items])
 
-    async def fail_unfinished(self, lost: list[str] | None = None) -> int:
-        """Responses left queued or in progress end ``failed`` and say why: at start, those this server ran before
-        it stopped (and those from before servers were recorded); else those of the servers ``lost``."""
-        if lost is None:
-            ran_here = (ResponseRow.node_id == self._node_id) | ResponseRow.node_id.is_(None)
-            why = "the server restarted while this response ran; create it again"
-        else:
-            ran_here, why = ResponseRow.node_id.in_(lost), "the server running this response was lost; create it again"
+    async def fail_unfinished(self) -> int:
+        """At start: the responses this server left queued or in progress when it stopped (and those from before
+        servers were recorded) end ``failed`` and say why."""
+        ran_here = (ResponseRow.node_id == self._node_id) | ResponseRow.node_id.is_(None)
         async with self._db.session() as session, session.begin():
-            rows = list((await session.execute(select(ResponseRow).where(
-                ResponseRow.status.in_(("queued", "in_progress")), ran_here))).scalars())
-            for row in rows:
-                response = {**row.body["response"], "status": "failed", "error": {
-                    "code": "server_error", "message": why}}
-                row.status, row.body = "failed", {**row.body, "response": response}
-        return len(rows)
+            return await fail(session, ran_here, "the server restarted while this response ran; create it again")
 
     async def discard(self, rid: str) -> None:
         async with self._db.session() as session, session.begin():

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,13 +23,23 @@ from cellbox import __version__
 from cellbox.config import Settings
 from cellbox.errors import InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import now
+from cellbox.services.history import LOST_WHY, fail
 from cellbox.store.db import Database
-from cellbox.store.tables import ContainerRow, NodeRow
+from cellbox.store.tables import ContainerRow, NodeRow, ResponseRow
 
 log = logging.getLogger(__name__)
 UP, DRAINING, DOWN = "up", "draining", "down"
 NODE_ID_FILE = "node-id"
 T = TypeVar("T")
+PLACE_TRIES = 3  # nodes tried for one create when others fill them first
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep gave up: the servers' ids, and how many of their responses it failed."""
+
+    lost: list[str]
+    failed: int
 
 
 class NodeLost(Exception):
@@ -113,29 +124,34 @@ class Nodes:
                         self.id, self._timeout)
         return lost
 
-    async def sweep(self, at: int | None = None) -> list[str]:
-        """Give up every other server silent for longer than the timeout: a node is marked down and its containers
-        expire; an api server's row goes (it keeps nothing, and comes back under a new name). The ids lost."""
+    async def sweep(self, at: int | None = None) -> Swept:
+        """Give up every other server silent for longer than the timeout, in one transaction: a node is marked
+        down and its containers expire; an api server's row goes (it keeps nothing, and comes back under a new
+        name); the responses either was running end failed. A server that reported meanwhile is kept: each change
+        checks the heartbeat again."""
         deadline = (now() if at is None else at) - self._timeout
+        silent = (NodeRow.state != DOWN) & (NodeRow.heartbeat_at < deadline) & (NodeRow.id != self.id)
         async with self._db.session() as session, session.begin():
-            lost = list((await session.execute(select(NodeRow.id, NodeRow.role).where(
-                NodeRow.state != DOWN, NodeRow.heartbeat_at < deadline, NodeRow.id != self.id))).all())
-            nodes = [row.id for row in lost if row.role != "api"]
+            nodes = list((await session.execute(update(NodeRow).where(silent, NodeRow.role != "api").values(
+                state=DOWN).returning(NodeRow.id))).scalars())
             if nodes:
-                await session.execute(update(NodeRow).where(NodeRow.id.in_(nodes)).values(state=DOWN))
                 await session.execute(update(ContainerRow).where(
                     ContainerRow.node_id.in_(nodes), ContainerRow.status == "running").values(
                     status="expired", workspace=None))
-            if api := [row.id for row in lost if row.role == "api"]:
-                await session.execute(delete(NodeRow).where(NodeRow.id.in_(api)))
+            api = list((await session.execute(delete(NodeRow).where(silent, NodeRow.role == "api").returning(
+                NodeRow.id))).scalars())
+            failed = await fail(session, ResponseRow.node_id.in_(nodes + api), LOST_WHY) if nodes or api else 0
             rows = (await session.execute(select(NodeRow.id, NodeRow.url, NodeRow.state, NodeRow.role))).all()
         self.seen = {row.id: (row.url, row.state) for row in rows}
         self.peers = sum(1 for row in rows if row.state != DOWN and row.id != self.id and row.role != "api")
-        for row in lost:
-            log.warning("%s %s sent no heartbeat for %ss: %s", "api server" if row.role == "api" else "node",
-                        row.id, self._timeout, "forgotten" if row.role == "api" else "marked down, its containers "
-                        "expired")
-        return [row.id for row in lost]
+        for node_id in nodes:
+            log.warning("node %s sent no heartbeat for %ss: marked down, its containers expired", node_id,
+                        self._timeout)
+        for node_id in api:
+            log.warning("api server %s sent no heartbeat for %ss: forgotten", node_id, self._timeout)
+        if failed:
+            log.warning("%d response(s) were running on a server that was lost; they are marked failed", failed)
+        return Swept(nodes + api, failed)
 
     async def until_down(self, node_id: str) -> None:
         """Return once ``node_id`` is marked down (checked every heartbeat interval): what a request relayed to
@@ -178,18 +194,26 @@ class Nodes:
         if self.runs_containers and not self.peers:
             return None
         async with self._placing:  # this server's creates choose one at a time, each seeing the last one's count
-            best = await self._roomiest()
-            if best is not None and not (here and containers / self._max_containers <= best[2]):
-                async with self._db.session() as session, session.begin():
-                    # Counted at once, so the creates that arrive between two heartbeats spread too (the next
-                    # heartbeat reports the true count).
-                    await session.execute(update(NodeRow).where(NodeRow.id == best[0]).values(
-                        containers=NodeRow.containers + 1))
-                return best[0], best[1]
+            for _ in range(PLACE_TRIES):
+                best = await self._roomiest()
+                if best is None or (here and containers / self._max_containers <= best[2]):
+                    break
+                if await self._claim(best[0]):
+                    return best[0], best[1]
         if self.runs_containers:
             return None
         raise SandboxUnavailable("no node has room for a new container: every node is draining, full or down "
                                  "(`cellbox node ls` shows them)")
+
+    async def _claim(self, node_id: str) -> bool:
+        """Count one more container on ``node_id`` at once, if it still has room and is up: the creates that
+        arrive between two heartbeats spread too, and servers placing at the same moment cannot overfill a node
+        (the condition and the count are one statement). The next heartbeat reports the true count."""
+        async with self._db.session() as session, session.begin():
+            claimed = await session.execute(update(NodeRow).where(
+                NodeRow.id == node_id, NodeRow.state == UP, NodeRow.containers < NodeRow.max_containers).values(
+                containers=NodeRow.containers + 1))
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
     async def _roomiest(self) -> tuple[str, str, float] | None:
         """(id, URL, load) of the live node with the most room, other than this one: up, heard from within the

@@ -80,7 +80,7 @@ class Services:
             await self.engine.start()
             await self.egress.start()
         await self.nodes.start(containers=0)
-        await self._sweep()
+        await self.nodes.sweep()
         if self.settings.runs_containers:
             await self.containers.restore()
         if failed := await self.history.fail_unfinished():
@@ -105,16 +105,11 @@ class Services:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self.nodes.beat(containers=self.containers.live)
-                await self._sweep()
+                await self.nodes.sweep()
                 if self.settings.runs_containers and (stopped := await self.containers.reconcile()):
                     log.info("stopped %d sandbox(es) that no container of this node owns any more", stopped)
             except Exception:
                 log.exception("the node's heartbeat failed")
-
-    async def _sweep(self) -> None:
-        """Give up the servers that stopped reporting, and fail the responses they were running."""
-        if (lost := await self.nodes.sweep()) and (failed := await self.history.fail_unfinished(lost)):
-            log.warning("%d response(s) were running on a server that was lost; they are marked failed", failed)
 
     async def aclose(self) -> None:
         for task in self._tasks:

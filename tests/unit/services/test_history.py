@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import NoResultFound
 
 from cellbox.errors import NotFound
-from cellbox.services.history import History
+from cellbox.services.history import LOST_WHY, History, fail
 from cellbox.store.db import Database
 from cellbox.store.tables import ResponseItemRow, ResponseRow, StoredItemRow
 
@@ -29,7 +29,8 @@ async def test_each_server_fails_its_own_unfinished_responses_only(db: Database)
         await history.begin("p", {"id": rid, "created_at": 1, "status": status}, [])
     assert await here.fail_unfinished() == 1  # at its start: its own only, the other server's still run
     assert (await states(db))["resp_2"] == ("queued", None)
-    assert await here.fail_unfinished(["node_there"]) == 1  # once that server is lost
+    async with db.session() as session, session.begin():  # once that server is lost (the sweep's transaction)
+        assert await fail(session, ResponseRow.node_id.in_(["node_there"]), LOST_WHY) == 1
     assert await states(db) == {
         "resp_1": ("failed", "the server restarted while this response ran; create it again"),
         "resp_2": ("failed", "the server running this response was lost; create it again"),

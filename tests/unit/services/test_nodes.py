@@ -1,7 +1,9 @@
-"""The node registry: ids kept per data directory, heartbeats, losing a silent node (and its containers), drain."""
+"""The node registry: ids kept per data directory, heartbeats, losing a silent node (and its containers and
+responses), drain, placement."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,9 +13,10 @@ from sqlalchemy import select
 from cellbox.config import Settings
 from cellbox.errors import InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import now
+from cellbox.services.history import History
 from cellbox.services.nodes import DOWN, DRAINING, UP, Nodes, node_id_of
 from cellbox.store.db import Database
-from cellbox.store.tables import ContainerRow, NodeRow
+from cellbox.store.tables import ContainerRow, NodeRow, ResponseRow
 
 
 def node(db: Database, tmp_path: Path, name: str) -> Nodes:
@@ -39,10 +42,10 @@ async def test_a_silent_node_is_lost_with_its_running_containers_only(db: Databa
     await b.start(containers=2)
     async with db.session() as session, session.begin():
         session.add_all([container("c1", "node_b"), container("c2", "node_a")])
-    assert await a.sweep(at=now() + 10) == []  # within the timeout
-    assert await b.sweep(at=now() + 3600) == ["node_a"]  # a node never gives itself up; b gives up a
-    assert await a.sweep(at=now() + 3600) == ["node_b"]
-    assert await a.sweep(at=now() + 3600) == []  # once
+    assert (await a.sweep(at=now() + 10)).lost == []  # within the timeout
+    assert (await b.sweep(at=now() + 3600)).lost == ["node_a"]  # a node never gives itself up; b gives up a
+    assert (await a.sweep(at=now() + 3600)).lost == ["node_b"]
+    assert (await a.sweep(at=now() + 3600)).lost == []  # once
     async with db.session() as session:
         rows = {r.id: (r.status, r.workspace) for r in (await session.execute(select(ContainerRow))).scalars()}
     assert rows == {"c1": ("expired", None), "c2": ("expired", None)}
@@ -132,7 +135,7 @@ async def test_an_api_server_makes_no_container_and_is_forgotten_when_silent(db:
     await n.set_state("node_n", DRAINING)
     with pytest.raises(SandboxUnavailable, match="no node has room"):
         await api.place(containers=0)
-    assert await n.sweep(at=now() + 3600) == ["node_api"]
+    assert (await n.sweep(at=now() + 3600)).lost == ["node_api"]
     assert [row.id for row in await n.list()] == ["node_n"]  # its row goes: it keeps nothing
     assert await api.beat(containers=0) is False  # one that was only slow reports for duty again
     assert {row.id: row.role for row in await n.list()} == {"node_n": "all", "node_api": "api"}
@@ -148,3 +151,44 @@ async def test_where_a_node_is_comes_from_the_last_sweep_else_the_catalog(db: Da
     await a.sweep()
     assert a.seen["node_b"] == ("http://127.0.0.1:8000", DRAINING)
     assert await a.where("node_b") == ("http://127.0.0.1:8000", DRAINING)
+
+
+async def test_servers_placing_at_once_never_overfill_a_node(db: Database, tmp_path: Path) -> None:
+    """Each placement counts its container in the same statement that checks the room, so api servers placing
+    at the same moment between two heartbeats cannot put more on a node than it holds."""
+    apis = [server(db, tmp_path, f"api{i}", role="api") for i in range(4)]
+    small, big = server(db, tmp_path, "small", count=5), server(db, tmp_path, "big", count=8)  # room 3 and 6
+    for each in (small, big, *apis):
+        await each.start(containers=0)
+    for api in apis:
+        await api.sweep()
+    placed = await asyncio.gather(*(api.place(containers=0) for api in apis for _ in range(3)), return_exceptions=True)
+    names = [p[0] for p in placed if isinstance(p, tuple)]
+    assert len(names) == 9  # all the room there is
+    assert (names.count("node_small"), names.count("node_big")) == (3, 6)
+    with pytest.raises(SandboxUnavailable, match="no node has room"):
+        await apis[0].place(containers=0)
+    assert {row.id: row.containers for row in await apis[0].list() if row.role != "api"} == {
+        "node_small": 3, "node_big": 6}
+
+
+async def test_a_sweep_fails_the_lost_servers_responses_and_a_late_finish_keeps_that(
+        db: Database, tmp_path: Path) -> None:
+    a, b, api = node(db, tmp_path, "a"), node(db, tmp_path, "b"), server(db, tmp_path, "api", role="api")
+    for each in (a, b, api):
+        await each.start(containers=0)
+    on_b, on_api, on_a = History(db, "node_b"), History(db, "node_api"), History(db, "node_a")
+    for history, rid in ((on_b, "resp_b"), (on_api, "resp_api"), (on_a, "resp_a")):
+        await history.begin("p", {"id": rid, "created_at": 1, "status": "in_progress"}, [])
+    async with db.session() as session, session.begin():  # a reported just now: it is kept
+        await session.execute(NodeRow.__table__.update().where(NodeRow.id == "node_a").values(
+            heartbeat_at=now() + 3600))
+    swept = await a.sweep(at=now() + 3600)
+    assert (sorted(swept.lost), swept.failed) == (["node_api", "node_b"], 2)
+    async with db.session() as session:
+        status = {r.id: r.status for r in (await session.execute(select(ResponseRow))).scalars()}
+    assert status == {"resp_b": "failed", "resp_api": "failed", "resp_a": "in_progress"}
+    # b was only slow: its answer comes after the others gave it up, and the failure stands.
+    await on_b.finish("p", {"id": "resp_b", "created_at": 1, "status": "completed", "output": []}, {})
+    assert (await on_b.get("p", "resp_b"))["status"] == "failed"
+    assert (await a.sweep(at=now() + 3600)).lost == []  # once
