@@ -154,12 +154,12 @@ class Nodes:
         return Swept(nodes + api, failed)
 
     async def until_down(self, node_id: str) -> None:
-        """Return once ``node_id`` is marked down (checked every heartbeat interval): what a request relayed to
+        """Return once ``node_id`` is marked down (as the sweeps see it, every heartbeat interval): what a request relayed to
         it waits on besides its answer, so a node that vanishes without closing its connections hangs nothing."""
         while True:
             await asyncio.sleep(self._interval)
-            node = await self.get(node_id)
-            if node is None or node.state == DOWN:
+            node = await self.where(node_id)  # as of the last sweep: no query per waiting request
+            if node is None or node[1] == DOWN:
                 return
 
     async def unless_lost(self, node_id: str, work: Awaitable[T]) -> T:
