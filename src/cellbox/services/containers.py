@@ -9,7 +9,8 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from sqlalchemy import RowMapping, bindparam, delete, select, update
+from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from cellbox.egress.policy import Policy
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable
@@ -26,7 +27,7 @@ from cellbox.services.metrics import Metrics
 from cellbox.services.nodes import DOWN, Nodes
 from cellbox.store.db import Database
 from cellbox.store.pages import Order, Page, paginate
-from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow, built, columns
+from cellbox.store.tables import ContainerFileRow, ContainerNetworkRow, ContainerRow, built, columns, values
 
 log = logging.getLogger(__name__)
 RUNNING, EXPIRED = "running", "expired"
@@ -47,6 +48,8 @@ def _container(found: RowMapping) -> ContainerRow:
     return row
 
 
+_TOUCH = update(ContainerRow).where(ContainerRow.id == bindparam("cid"), ContainerRow.status == RUNNING).values(
+    last_active_at=bindparam("at"))
 _NODE_OF = select(ContainerRow.node_id).where(ContainerRow.id == bindparam("cid"))
 
 
@@ -148,8 +151,7 @@ class Containers:
             container_id=box.id, allowed_domains=policy.domains, had_secrets=bool(policy.secrets))
         try:
             try:
-                async with self._db.session() as session, session.begin():
-                    session.add(row)
+                await self._db.write(lambda c: self._insert(c, row))
             finally:
                 self._creating.discard(box.id)
             for source, data in sources:
@@ -158,6 +160,12 @@ class Containers:
             await self._forget(row.id)
             raise
         return row
+
+    @staticmethod
+    def _insert(connection: Connection, row: ContainerRow) -> None:
+        connection.execute(insert(ContainerRow.__table__), values(row))
+        if row.network is not None:
+            connection.execute(insert(ContainerNetworkRow.__table__), values(row.network))
 
     async def _start(self, memory: str, policy: Policy | None) -> Sandbox:
         if policy is None or self._egress is None:
@@ -244,9 +252,7 @@ class Containers:
             await self._touch(cid, at)
 
     async def _touch(self, cid: str, at: int) -> None:
-        async with self._db.session() as session, session.begin():
-            await session.execute(update(ContainerRow).where(ContainerRow.id == cid, ContainerRow.status == RUNNING)
-                                  .values(last_active_at=at))
+        await self._db.write(lambda c: c.execute(_TOUCH, {"cid": cid, "at": at}))
 
     async def list(self, project: str, limit: int, order: Order, after: str | None, name: str | None) -> Page:
         query = select(ContainerRow).where(ContainerRow.project == project)

@@ -154,8 +154,9 @@ class Nodes:
         return Swept(nodes + api, failed)
 
     async def until_down(self, node_id: str) -> None:
-        """Return once ``node_id`` is marked down (as the sweeps see it, every heartbeat interval): what a request relayed to
-        it waits on besides its answer, so a node that vanishes without closing its connections hangs nothing."""
+        """Return once ``node_id`` is marked down (as the sweeps see it, every heartbeat interval): what a request
+        relayed to it waits on besides its answer, so a node that vanishes without closing its connections hangs
+        nothing."""
         while True:
             await asyncio.sleep(self._interval)
             node = await self.where(node_id)  # as of the last sweep: no query per waiting request

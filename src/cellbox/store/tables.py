@@ -31,6 +31,11 @@ def built(model: type[M], row: RowMapping, prefix: str = "") -> M:
     return model(**{column.key: row[prefix + column.key] for column in model.__table__.columns})
 
 
+def values(obj: Base) -> dict[str, Any]:
+    """What a Core insert of ``obj`` writes: the columns it has set (an unset ``seq`` is the database's to give)."""
+    return {column.key: value for column in obj.__table__.columns if (value := getattr(obj, column.key)) is not None}
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
