@@ -59,7 +59,7 @@ def describe(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None
     if isinstance(exc, CellboxError):
         for cls, status, type_, code in MAPPING:
             if isinstance(exc, cls):
-                headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
                 return status, envelope(str(exc), type_, exc.param, code), headers
     log.exception("unexpected error", exc_info=exc)
     return 500, envelope("The server had an error processing your request.", "server_error"), None

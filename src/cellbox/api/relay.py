@@ -8,13 +8,22 @@ client cannot speak for another project. A relayed request is never relayed agai
 two nodes that disagree about an owner cannot bounce a request between them. A node that dies while relaying
 answers 503, or ends the stream; one that vanishes without closing its connections is noticed when it is marked
 down, so no relayed request waits forever.
+
+Every relayed request holds a connection of this server's one pool to the nodes while it runs (services/remote.py,
+``NODE_CONNECTIONS``). One that finds the pool full is answered 503 with Retry-After after ``NODE_POOL_TIMEOUT``
+seconds (nothing reached the node: a retry is safe). A project may have ``RELAYED_PER_PROJECT`` requests relayed at
+once, a 429 beyond, so one project cannot hold the whole pool and starve the others; so the relay learns the
+caller's project from its key (the owner still authenticates and authorises the request itself). A request ends
+when its client goes away, so a dropped stream gives its connection and its slot back at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import NamedTuple
 
 import httpx
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cellbox.api.errors import error_response
 from cellbox.errors import CellboxError, Expired, SandboxUnavailable
 from cellbox.services.nodes import NodeLost
-from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY, peer_headers
+from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY, busy, peer_headers
 from cellbox.services.wiring import Services
 
 _RELAYED, _TOKEN = RELAYED_BY.encode(), NODE_TOKEN.encode()
@@ -31,6 +40,13 @@ _CONTAINER_PATH = re.compile(r"^/v1/containers/(cntr_[0-9a-f]{1,64})(?:/|$)")
 # Per connection, not per message (RFC 9110 7.6.1); the owner and the client each frame their own.
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                b"upgrade", b"host"}
+
+
+class _Target(NamedTuple):
+    node_id: str
+    url: str
+    cid: str | None  # None: a create placed on that node
+    project: str | None  # whose slot the request holds (None: a server of the cluster, not counted)
 
 
 class Relay:
@@ -42,39 +58,55 @@ class Relay:
             services: Services | None = getattr(scope["app"].state, "services", None)
             try:
                 target = await _target(services, scope) if services is not None else None
-            except CellboxError as exc:  # no node can take a new container
+            except CellboxError as exc:  # no node can take a new container, no valid key, the project's cap
                 await error_response(exc)(scope, receive, send)
                 return
             if services is not None and target is not None:
-                await _relay(services, target, scope, receive, send)
+                try:
+                    await _relay(services, target, scope, receive, send)
+                finally:
+                    services.relayed.release(target.project)
                 return
         await self.app(scope, receive, send)
 
 
-async def _target(services: Services, scope: Scope) -> tuple[str, str, str | None] | None:
-    """Where the request should go instead, as (node id, URL, container id), or None to answer it here."""
+async def _target(services: Services, scope: Scope) -> _Target | None:
+    """Where the request should go instead, with a slot of its project taken (the caller gives it back), or None to
+    answer it here."""
     if any(step in (".", "..") for step in scope["path"].split("/")):
         return None  # never relayed: the owner's HTTP client would resolve it to another path (here it is a 404)
     if scope["path"] == "/v1/containers" and scope["method"] == "POST":
-        await _authenticated(services, scope)  # placing counts the create on a node: only for a caller we know
-        other = await services.nodes.place(services.containers.live)  # none: here (or this node says why not)
-        return (*other, None) if other is not None else None
+        project = await _authenticated(services, scope)  # placing counts the create on a node: only for a caller
+        services.relayed.take(project)  # we know, within its project's share (a refused create claims no room)
+        other = None
+        try:
+            other = await services.nodes.place(services.containers.live)  # none: here (or this node says why not)
+        finally:
+            if other is None:
+                services.relayed.release(project)
+        return _Target(*other, None, project) if other is not None else None
     if match := _CONTAINER_PATH.match(scope["path"]):
         owner = await services.containers.owner_elsewhere(match.group(1))
-        return (*owner, match.group(1)) if owner is not None else None
+        if owner is None:
+            return None
+        project = await _authenticated(services, scope)
+        services.relayed.take(project)
+        return _Target(*owner, match.group(1), project)
     return None
 
 
-async def _authenticated(services: Services, scope: Scope) -> None:
-    """Raise unless the request carries a key (or, from a server of the cluster, the node token)."""
+async def _authenticated(services: Services, scope: Scope) -> str | None:
+    """The caller's project, from its key; None for a server of the cluster (the node token). Raises for a request
+    with neither."""
     headers = {k: v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", _TOKEN)}
-    if not services.keys.peer(headers.get(_TOKEN)):
-        await services.keys.project_for(headers.get(b"authorization"))
+    if services.keys.peer(headers.get(_TOKEN)):
+        return None
+    return await services.keys.project_for(headers.get(b"authorization"))
 
 
-async def _relay(services: Services, target: tuple[str, str, str | None], scope: Scope, receive: Receive,
-                 send: Send) -> None:
-    node_id, url, cid = target
+async def _relay(services: Services, target: _Target, scope: Scope, receive: Receive, send: Send) -> None:
+    node_id, url, cid, _ = target
+    client = _Client(receive)
     started = False
 
     async def respond(status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -89,9 +121,12 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
         request = services.relay.build_request(scope["method"], url + path + query,
                                                headers=[*headers, *peer_headers(services.settings.node_token,
                                                                                 services.nodes.id)],
-                                               content=_body(receive))
+                                               content=client.body())
         try:
             response = await services.relay.send(request, stream=True)
+        except httpx.PoolTimeout:  # every connection to the nodes is in use: nothing was sent
+            await error_response(busy((node_id, url)))(scope, receive, send)
+            return
         except httpx.HTTPError:
             role = "which runs this container" if cid is not None else "chosen to make the container"
             await error_response(SandboxUnavailable(f"node {node_id} ({url}), {role}, did not answer; try again"))(
@@ -103,12 +138,12 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
             with contextlib.suppress(httpx.HTTPError):  # the owner died mid-answer: end what was sent
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})  # the node's connection is back
 
     try:
-        await services.nodes.unless_lost(node_id, forward())
+        await client.unless_gone(services.nodes.unless_lost(node_id, forward()))
         return
     except NodeLost:
         pass
@@ -122,11 +157,45 @@ async def _relay(services: Services, target: tuple[str, str, str | None], scope:
                                      "waited; create a new container."))(scope, receive, send)
 
 
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+class _Client:
+    """The client of a relayed request: its body as it comes, then whether it went away. Both read ``receive``, one
+    after the other: the watch begins once the body has been read."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read = asyncio.Event()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    return
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+        finally:
+            self._read.set()
+
+    async def _gone(self) -> None:
+        await self._read.wait()
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    async def unless_gone(self, work: Awaitable[None]) -> None:
+        """``work``, cancelled if the client goes away first: nothing goes on being relayed to no one, and the node's
+        connection and the project's slot are given back at once."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(self._gone())
+        try:
+            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request was cancelled (the server is stopping)
+            task.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
             return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+        task.result()

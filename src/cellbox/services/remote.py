@@ -1,16 +1,20 @@
 """Another node's container, worked through that node's own /v1 API on behalf of a project: what the Responses loop
 and the MCP tools use when the container they need runs elsewhere. They hold no client key (a background response
 outlives its request), so the request carries the cluster's node token and names the project; a node honours the
-project only beside the right token (services/auth.py). Errors come back as the domain errors the node raised."""
+project only beside the right token (services/auth.py). Errors come back as the domain errors the node raised; a
+node that cannot be asked now (every connection in use, no answer) or whose answer this server cannot read (another
+version, a proxy's page) is a SandboxUnavailable, never a hang or a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+import pydantic
 
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable, TooLarge
+from cellbox.schemas.common import Deleted
 from cellbox.schemas.containers import ContainerFile, CreateContainer, Execution
 from cellbox.services.nodes import NodeLost, Nodes
 
@@ -18,6 +22,13 @@ NODE_TOKEN = "x-cellbox-node-token"  # the cluster's shared secret: a peer sent 
 ON_BEHALF_OF = "x-cellbox-project"  # the project a peer asks for (honoured only beside the token)
 RELAYED_BY = "x-cellbox-relayed-by"  # the node that sent it on: never relayed again
 PAGE = 100  # container files listed per request
+# One pool of connections to the other nodes serves this server's relayed requests and its remote calls. A long
+# execution holds one for as long as it runs, so a full pool is answered at once rather than waited on forever.
+NODE_CONNECTIONS = 100  # connections open at once from this server to the other nodes, all of them together
+NODE_IDLE_CONNECTIONS = 20  # of those, kept open while idle for the next request (httpx's default)
+NODE_POOL_TIMEOUT = 5.0  # seconds a request waits for one of them; then a 503 (it never reached a node: retry)
+RELAYED_PER_PROJECT = NODE_CONNECTIONS // 4  # relayed requests in flight per project (api/relay.py); then a 429
+BUSY_RETRY_AFTER = 2  # seconds a client is told to wait when the pool is full
 T = TypeVar("T")
 
 
@@ -29,6 +40,26 @@ def peer_headers(token: str, node_id: str, project: str | None = None) -> list[t
     if project is not None:
         headers.append((ON_BEHALF_OF.encode(), project.encode()))
     return headers
+
+
+def busy(node: tuple[str, str]) -> SandboxUnavailable:
+    """A request that found every connection to the nodes in use (httpx.PoolTimeout): nothing was sent, so a retry
+    is safe."""
+    return SandboxUnavailable(f"too many requests in flight to node {node[0]} ({node[1]}) and the other nodes: all "
+                              f"{NODE_CONNECTIONS} connections of this server to them are in use; try again",
+                              retry_after=BUSY_RETRY_AFTER)
+
+
+def _unreadable(node: tuple[str, str], response: httpx.Response, exc: Exception) -> SandboxUnavailable:
+    """A 2xx answer that is not what this server's /v1 sends: another Cellbox version, or not Cellbox at all."""
+    if isinstance(exc, pydantic.ValidationError):
+        first = exc.errors()[0]
+        why = f"{'.'.join(map(str, first['loc'])) or 'the body'}: {first['msg']}"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    kind = response.headers.get("content-type", "no content type")
+    return SandboxUnavailable(f"node {node[0]} ({node[1]}) sent an answer this server cannot read ({kind}; are all "
+                              f"servers the same Cellbox version?): {why[:200]}")
 
 
 def _error(node: tuple[str, str], response: httpx.Response, policy_param: str | None = None) -> CellboxError:
@@ -71,36 +102,41 @@ class Remote:
             return await self._nodes.unless_lost(node[0], work)
         except NodeLost:
             raise Expired(f"its node {node[0]} was lost while this request waited; create a new container") from None
+        except httpx.PoolTimeout:
+            raise busy(node) from None
         except httpx.HTTPError as exc:
             raise SandboxUnavailable(f"node {node[0]} ({node[1]}) did not answer ({type(exc).__name__}); "
                                      "try again") from None
 
-    async def _call(self, node: tuple[str, str], project: str, method: str, path: str,
-                    policy_param: str | None = None, **kwargs: Any) -> httpx.Response:
+    async def _call(self, node: tuple[str, str], project: str, method: str, path: str, read: Callable[[Any], T],
+                    policy_param: str | None = None, **kwargs: Any) -> T:
+        """What ``read`` makes of the node's JSON answer; one it cannot read is the node's fault, not a 500."""
         response = await self._guard(node, self._http.request(method, node[1] + path,
                                                                headers=self._headers(node, project), **kwargs))
         if response.status_code >= 400:
             raise _error(node, response, policy_param)
-        return response
+        try:
+            return read(response.json())
+        except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise _unreadable(node, response, exc) from None
 
     async def create(self, node: tuple[str, str], project: str, body: CreateContainer, policy_param: str) -> str:
-        response = await self._call(node, project, "POST", "/v1/containers", policy_param,
-                                    json=body.model_dump(mode="json", exclude_none=True))
-        return str(response.json()["id"])
+        return await self._call(node, project, "POST", "/v1/containers", lambda made: str(made["id"]), policy_param,
+                                json=body.model_dump(mode="json", exclude_none=True))
 
     async def running(self, node: tuple[str, str], project: str, cid: str) -> None:
-        status = (await self._call(node, project, "GET", f"/v1/containers/{cid}")).json()["status"]
+        status = await self._call(node, project, "GET", f"/v1/containers/{cid}", lambda box: box["status"])
         if status != "running":
             raise Expired(f"Container {cid} has expired; create a new container (its files are gone).")
 
     async def delete(self, node: tuple[str, str], project: str, cid: str) -> None:
-        await self._call(node, project, "DELETE", f"/v1/containers/{cid}")
+        await self._call(node, project, "DELETE", f"/v1/containers/{cid}", Deleted.model_validate)
 
     async def run(self, node: tuple[str, str], project: str, cid: str, code: str, timeout: float | None,
                   figures: bool) -> Execution:
         body = {"code": code, "figures": figures, **({"timeout": timeout} if timeout is not None else {})}
-        response = await self._call(node, project, "POST", f"/v1/containers/{cid}/execute", json=body)
-        return Execution.model_validate(response.json())
+        return await self._call(node, project, "POST", f"/v1/containers/{cid}/execute", Execution.model_validate,
+                                json=body)
 
     async def files(self, node: tuple[str, str], project: str, cid: str,
                     limit: int | None = None) -> tuple[list[ContainerFile], bool]:
@@ -109,21 +145,21 @@ class Remote:
         files: list[ContainerFile] = []
         params: dict[str, str | int] = {"order": "asc", "limit": min(PAGE, limit or PAGE)}
         while True:
-            page = (await self._call(node, project, "GET", f"/v1/containers/{cid}/files", params=params)).json()
-            files += [ContainerFile.model_validate(item) for item in page["data"]]
-            if not page["has_more"] or (limit is not None and len(files) >= limit):
-                return files, bool(page["has_more"])
-            params["after"] = page["last_id"]
+            data, more, last = await self._call(node, project, "GET", f"/v1/containers/{cid}/files", _page,
+                                                params=params)
+            files += data
+            if not more or (limit is not None and len(files) >= limit):
+                return files, more
+            params["after"] = last
 
     async def add_file(self, node: tuple[str, str], project: str, cid: str, fid: str) -> ContainerFile:
-        response = await self._call(node, project, "POST", f"/v1/containers/{cid}/files", json={"file_id": fid})
-        return ContainerFile.model_validate(response.json())
+        return await self._call(node, project, "POST", f"/v1/containers/{cid}/files", ContainerFile.model_validate,
+                                json={"file_id": fid})
 
     async def add_upload(self, node: tuple[str, str], project: str, cid: str, name: str,
                          data: bytes) -> ContainerFile:
-        response = await self._call(node, project, "POST", f"/v1/containers/{cid}/files",
-                                    files={"file": (name, data)})
-        return ContainerFile.model_validate(response.json())
+        return await self._call(node, project, "POST", f"/v1/containers/{cid}/files", ContainerFile.model_validate,
+                                files={"file": (name, data)})
 
     async def read(self, node: tuple[str, str], project: str, cid: str, fid: str, limit: int) -> bytes:
         """At most ``limit`` bytes of a container file (the rest is never read off the wire)."""
@@ -143,3 +179,8 @@ class Remote:
                 return bytes(data[:limit])
 
         return await self._guard(node, read())
+
+
+def _page(body: Any) -> tuple[list[ContainerFile], bool, str]:
+    """A page of a container's files, as the list envelope carries it: the files, whether more follow, the last id."""
+    return [ContainerFile.model_validate(item) for item in body["data"]], bool(body["has_more"]), str(body["last_id"])

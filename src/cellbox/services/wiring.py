@@ -19,9 +19,16 @@ from cellbox.services.egress import Egress
 from cellbox.services.execution import Executions
 from cellbox.services.files import Files
 from cellbox.services.history import History
+from cellbox.services.in_flight import InFlight
 from cellbox.services.metrics import Metrics
 from cellbox.services.nodes import Nodes, node_id_of
-from cellbox.services.remote import Remote
+from cellbox.services.remote import (
+    NODE_CONNECTIONS,
+    NODE_IDLE_CONNECTIONS,
+    NODE_POOL_TIMEOUT,
+    RELAYED_PER_PROJECT,
+    Remote,
+)
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import BlobStore, LocalBlobs
@@ -55,8 +62,13 @@ class Services:
         self.executions = Executions(self.containers, self.metrics)
         # Requests to other nodes (relayed ones, api/relay.py; the loop's and MCP's, services/remote.py): an
         # execution may take as long as its own timeout, and a lost node is noticed by its heartbeat, not by a
-        # read timeout.
-        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0), follow_redirects=False)
+        # read timeout. The pool is bounded, and a request that finds it full is answered (503) instead of
+        # waiting forever; each project may hold only a share of it with relayed requests (429 beyond).
+        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0, pool=NODE_POOL_TIMEOUT),
+                                       limits=httpx.Limits(max_connections=NODE_CONNECTIONS,
+                                                           max_keepalive_connections=NODE_IDLE_CONNECTIONS),
+                                       follow_redirects=False)
+        self.relayed = InFlight(RELAYED_PER_PROJECT)
         self.cluster = Cluster(self.containers, self.executions, self.nodes,
                                Remote(self.relay, self.nodes, settings.node_token))
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
