@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Executable, create_engine, event, text
@@ -27,6 +28,8 @@ T = TypeVar("T")
 
 # Held for the migration's transaction, so replicas starting together on PostgreSQL migrate one after another.
 _MIGRATION_LOCK = 0x63656C6C626F78  # "cellbox"
+MIGRATION_WAIT = 120  # seconds a starting server waits for another's migration (SQLite)
+BUSY_WAIT = 5  # seconds a statement waits for SQLite's write lock (sqlite3's default), then StoreUnavailable
 
 
 @contextlib.contextmanager
@@ -73,15 +76,18 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         self._reader_engine: Engine | None = None
         self._writer_engine: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
         if url.startswith("sqlite+aiosqlite:///"):
             # Point lookups on this thread: an indexed read of a WAL database takes microseconds, the hop to
             # aiosqlite's thread and back far more on a busy machine (BENCHMARKS.md, stop 10).
             self._reader_engine = create_engine(url.replace("+aiosqlite", "", 1), poolclass=StaticPool)
             event.listen(self._reader_engine, "connect", _reader_pragmas)
-            # Writes of a few statements in one worker-thread hop, rather than one hop per statement and a
-            # session's bookkeeping around them (BENCHMARKS.md, stop 12).
+            # Writes of a few statements in one hop to a thread of their own, rather than one hop per statement
+            # and a session's bookkeeping around them (BENCHMARKS.md, stop 12). One thread: SQLite takes one
+            # writer at a time anyway, and a write waiting for the lock holds up no upload or scan.
             self._writer_engine = create_engine(url.replace("+aiosqlite", "", 1))
             event.listen(self._writer_engine, "connect", _sqlite_pragmas)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="cellbox-db-writer")
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -104,8 +110,9 @@ class Database:
         """``work``'s statements (Core, on a plain connection) in one transaction. On SQLite the whole of it
         runs in one worker-thread hop; elsewhere on the async engine, as any session would."""
         with translated():
-            if self._writer_engine is not None:
-                return await asyncio.to_thread(self._write, self._writer_engine, work)
+            if self._writer_engine is not None and self._writer is not None:
+                return await asyncio.get_running_loop().run_in_executor(self._writer, self._write,
+                                                                        self._writer_engine, work)
             async with self.engine.begin() as connection:
                 return await connection.run_sync(work)
 
@@ -119,15 +126,23 @@ class Database:
         (SQLite: a write lock taken at once; PostgreSQL: an advisory lock)."""
         with translated():
             async with self.engine.begin() as connection:
-                if self.engine.dialect.name == "sqlite":
+                sqlite = self.engine.dialect.name == "sqlite"
+                if sqlite:  # replicas starting together wait their turn, however slow the machine
+                    await connection.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT * 1000}")
                     await connection.exec_driver_sql("BEGIN IMMEDIATE")
                 elif self.engine.dialect.name == "postgresql":
                     await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-                before, now = await connection.run_sync(migrations.upgrade)
+                try:
+                    before, now = await connection.run_sync(migrations.upgrade)
+                finally:
+                    if sqlite:  # the pooled connection goes back to the usual wait
+                        await connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_WAIT * 1000}")
         if before not in (None, now):  # a new database, or one from before migrations, is not news
             log.info("database schema migrated from revision %s to %s", before, now)
 
     async def aclose(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.shutdown)  # the writes under way end first
         for engine in (self._reader_engine, self._writer_engine):
             if engine is not None:
                 engine.dispose()
