@@ -29,9 +29,10 @@ from cellbox.sandbox.outside import Outside, listen_inside
 from cellbox.sandbox.workspace import Scan, Workspace, relative_path
 
 READY_TIMEOUT = 30.0
-# Files and directories a workspace may hold for its scan after an execution to run on the event loop (tens of
-# microseconds); a bigger one is scanned again in a thread, so no tenant can hold the loop longer than this.
+# The scan after an execution runs on the event loop for a workspace this small (tens of microseconds); one that
+# is bigger, or slower to list, is scanned again in a thread, so no tenant holds the loop longer than this.
 INLINE_SCAN_ENTRIES = 256
+INLINE_SCAN_SECONDS = 0.002
 CLOSE_WAIT = 10.0  # seconds close() waits for a running execution to hand back the container after killing it
 State = Literal["starting", "ready", "closing", "closed"]
 LOST = "the session was restarted: variables are lost, files in /mnt/data are kept."
@@ -276,7 +277,7 @@ class Sandbox:
         return Finished(status, None, [], restarted=True, message=f"{cause}; {LOST}")
 
     async def _with_files(self, finished: Finished) -> Finished:
-        after = self.workspace.scan(INLINE_SCAN_ENTRIES)  # the usual small workspace: no hop to a thread
+        after = self.workspace.scan(INLINE_SCAN_ENTRIES, INLINE_SCAN_SECONDS)  # the usual one: no hop to a thread
         if after.limit is not None:
             after = await asyncio.to_thread(self.workspace.scan)
         diff = Workspace.diff(self._snapshot, after)

@@ -235,14 +235,15 @@ class Workspace:
 
     # --- what is there, what changed -----------------------------------------------------------
 
-    def scan(self, entries: int | None = None) -> Scan:
-        """Regular files under the workspace, keyed by relative path, within the scan limits (``entries``: the
-        files and directories seen at most, if fewer than ``MAX_SCAN_ENTRIES``).
+    def scan(self, entries: int | None = None, seconds: float | None = None) -> Scan:
+        """Regular files under the workspace, keyed by relative path, within the scan limits (or tighter ones:
+        ``entries`` files and directories seen, ``seconds`` spent).
 
         Walks depth first by directory descriptor with O_NOFOLLOW, holding only the chain of parent descriptors
         (at most ``MAX_SCAN_DEPTH``), so code swapping a directory for a symlink mid-walk cannot make it list host
         files, and a wide or deep tree cannot cost the server more than a few descriptors and bounded time."""
-        walk = _Walk(time.monotonic() + MAX_SCAN_SECONDS, min(entries or MAX_SCAN_ENTRIES, MAX_SCAN_ENTRIES))
+        most = min(entries or MAX_SCAN_ENTRIES, MAX_SCAN_ENTRIES)
+        walk = _Walk(min(seconds or MAX_SCAN_SECONDS, MAX_SCAN_SECONDS), most)
         try:
             fd = os.open(self.root, _DIR_FLAGS)
         except OSError:
@@ -304,10 +305,11 @@ class Workspace:
 class _Walk:
     """One bounded depth-first walk: what it found, and which limit stopped it, if one did."""
 
-    def __init__(self, deadline: float, entries: int) -> None:
+    def __init__(self, seconds: float, entries: int) -> None:
         self.found: Snapshot = {}
         self.limit: str | None = None
-        self._deadline = deadline
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
         self._most = entries
         self._entries = 0
 
@@ -346,8 +348,8 @@ class _Walk:
         self._entries += 1
         if self._entries > self._most:
             self.limit = f"more than {self._most} files and directories"
-        elif self._entries % 1024 == 0 and time.monotonic() > self._deadline:
-            self.limit = f"more than {MAX_SCAN_SECONDS:g} s to list"
+        elif self._entries % 16 == 0 and time.monotonic() > self._deadline:
+            self.limit = f"more than {self._seconds:g} s to list"
         return self.limit is None
 
 

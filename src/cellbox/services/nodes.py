@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from cellbox import __version__
 from cellbox.config import Settings
@@ -32,6 +32,8 @@ UP, DRAINING, DOWN = "up", "draining", "down"
 NODE_ID_FILE = "node-id"
 T = TypeVar("T")
 PLACE_TRIES = 3  # nodes tried for one create when others fill them first
+_CLAIM = update(NodeRow).where(NodeRow.id == bindparam("node"), NodeRow.state == UP,
+                               NodeRow.containers < NodeRow.max_containers).values(containers=NodeRow.containers + 1)
 
 
 @dataclass(frozen=True)
@@ -210,11 +212,7 @@ class Nodes:
         """Count one more container on ``node_id`` at once, if it still has room and is up: the creates that
         arrive between two heartbeats spread too, and servers placing at the same moment cannot overfill a node
         (the condition and the count are one statement). The next heartbeat reports the true count."""
-        async with self._db.session() as session, session.begin():
-            claimed = await session.execute(update(NodeRow).where(
-                NodeRow.id == node_id, NodeRow.state == UP, NodeRow.containers < NodeRow.max_containers).values(
-                containers=NodeRow.containers + 1))
-        return bool(claimed.rowcount)  # type: ignore[attr-defined]
+        return bool(await self._db.write(lambda c: c.execute(_CLAIM, {"node": node_id}).rowcount))
 
     async def _roomiest(self) -> tuple[str, str, float] | None:
         """(id, URL, load) of the live node with the most room, other than this one: up, heard from within the

@@ -669,3 +669,12 @@ def test_a_scan_can_be_held_to_fewer_entries_and_says_so(ws: Workspace) -> None:
     assert held.limit == "more than 5 files and directories"
     assert len(held.files) == 5
     assert ws.scan(entries=10**9).files == ws.scan().files  # never beyond the server's own bound
+
+
+def test_a_scan_can_be_held_to_less_time_and_says_so(ws: Workspace) -> None:
+    for i in range(40):
+        ws.write(f"f{i:02}.txt", b"x")
+    held = ws.scan(seconds=1e-9)  # the clock is read every 16 entries: past it at the first reading
+    assert held.limit == "more than 1e-09 s to list"
+    assert len(held.files) < 40
+    assert len(ws.scan(seconds=60).files) == 40
