@@ -111,6 +111,24 @@ async def test_the_templates_warm_up_figure_leaves_nothing_behind(box: Sandbox) 
     assert first.images == second.images  # byte for byte
 
 
+
+async def test_the_warm_pools_first_cell_leaves_nothing_behind(engine: Engine) -> None:
+    """A warm-pool container's session runs a cell while it waits (so the first real one does not pay the fork's
+    page copies): the code's first cell is still number 1, with an empty history, no results and no output."""
+    await engine.warmed()
+    assert engine.warm_pool()["ready"] > 0
+    box = await engine.create()
+    try:
+        first = await box.run("_, __, ___, Out, len(In), [k for k in globals() if k[:1] == '_' and k[1:].isdigit()]")
+        assert first.execution_count == 1
+        assert [o.type for o in first.outputs] == ["result"]
+        assert first.outputs[0].data["text/plain"] == "('', '', '', {}, 2, [])"
+        second = await box.run("_1 is Out[1], len(In), get_ipython().execution_count")
+        assert second.outputs[0].data["text/plain"] == "(True, 3, 3)"
+    finally:
+        await engine.destroy(box.id)
+
+
 async def test_plt_show_displays_without_warnings(box: Sandbox) -> None:
     result = await box.run("import matplotlib.pyplot as plt\nplt.plot([3, 1]); plt.show()")
     assert result.ok

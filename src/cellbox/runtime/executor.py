@@ -94,6 +94,14 @@ class Executor:
         if texmanager is not None:
             texmanager.TexManager._cache_dir = f"{config}/tex.cache"
 
+    def warm_up(self) -> None:
+        """Run a cell that leaves no trace (no result, no history, no output) and format a value. A fork's first
+        cell otherwise writes to ~900 of the template's pages (copy-on-write faults: 5 ms of a 7 ms first
+        ``1+1`` here, BENCHMARKS.md stop 13): a warm-pool container pays that while it waits instead. Every
+        container that runs code copies those pages anyway."""
+        self.shell.run_cell("None", store_history=False)
+        self.shell.display_formatter.format(2)
+
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         __tracebackhide__ = True  # IPython leaves this frame out: the traceback ends in the user's code
         if self._running:
