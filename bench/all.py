@@ -251,7 +251,7 @@ class Table:
             value = row["value"] or {}
             p50 = f"{value['p50']:.2f}" if "p50" in value else ""
             tail = f"{value['p99']:.2f}" if "p99" in value else ""
-            ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else ""
+            ratio = f"{row['ratio']:.3g}" if row["ratio"] is not None else ""  # 0.018 against 0.02, not 0.02
             target = f"≤{row['target']:g}" if row["target"] is not None else ""
             verdict = {True: "met", False: "NOT met", None: ""}[row["met"]]
             against = f" (× {row['against']})" if row["against"] else ""
