@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from cellbox.runtime.executor import Executor
-from cellbox.runtime.protocol import EXECUTE, PING, PONG, READY, Message, recv_message
+from cellbox.runtime.protocol import EXECUTE, READY, Message, recv_message
 from cellbox.runtime.streams import Outbox
 
 Handler = Callable[[Executor, Outbox, Message], None]
@@ -21,11 +21,7 @@ def _execute(executor: Executor, outbox: Outbox, request: Message) -> None:
     executor.execute(str(request.get("id")), code, request.get("output_limit"))
 
 
-def _ping(executor: Executor, outbox: Outbox, request: Message) -> None:
-    outbox.send({"type": PONG, "id": request.get("id")})
-
-
-HANDLERS: dict[str, Handler] = {EXECUTE: _execute, PING: _ping}
+HANDLERS: dict[str, Handler] = {EXECUTE: _execute}
 
 
 def serve(sock: socket.socket, executor: Executor) -> None:

@@ -16,7 +16,6 @@ MAX_FRAME = 256 * 1024 * 1024
 
 # Requests (host -> runtime)
 EXECUTE = "execute"
-PING = "ping"
 # Events (runtime -> host)
 READY = "ready"
 STREAM = "stream"
@@ -24,7 +23,6 @@ DISPLAY = "display"
 RESULT = "result"
 ERROR = "error"
 DONE = "done"
-PONG = "pong"
 FATAL = "fatal"
 
 Message = dict[str, Any]

@@ -70,7 +70,8 @@ def test_parse_length_accepts_up_to_the_limit_and_refuses_more() -> None:
 
 def test_recv_message_reads_consecutive_frames(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
-    first, second = {"type": protocol.PING, "id": "1"}, {"type": protocol.EXECUTE, "id": "2", "code": "x = 'ü'"}
+    first = {"type": protocol.EXECUTE, "id": "1", "code": "1"}
+    second = {"type": protocol.EXECUTE, "id": "2", "code": "x = 'ü'"}
     a.sendall(encode(first) + encode(second))
     assert recv_message(b) == first
     assert recv_message(b) == second
