@@ -111,7 +111,6 @@ async def test_the_templates_warm_up_figure_leaves_nothing_behind(box: Sandbox) 
     assert first.images == second.images  # byte for byte
 
 
-
 async def test_the_warm_pools_first_cell_leaves_nothing_behind(engine: Engine) -> None:
     """A warm-pool container's session runs a cell while it waits (so the first real one does not pay the fork's
     page copies): the code's first cell is still number 1, with an empty history, no results and no output."""
