@@ -90,9 +90,10 @@ class Background:
         return job if job is not None and job.run.project == project else None
 
     def snapshot(self, project: str, rid: str) -> dict[str, Any] | None:
-        """The live response of a background run this server is running or ran lately, if it is one."""
+        """The live response of a background run this server is running, if it is one: whole, code outputs
+        included, for the caller's own ``include`` to filter (not the one the run was created with)."""
         job = self._job(project, rid)
-        return job.run.snapshot() if job is not None and not job.done else None
+        return job.run.response.model_dump() if job is not None and not job.done else None
 
     async def cancel(self, project: str, rid: str) -> dict[str, Any]:
         job = self._job(project, rid)

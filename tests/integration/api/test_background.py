@@ -47,6 +47,23 @@ def test_a_background_response_is_polled_to_its_end(sdk: openai.OpenAI, upstream
     assert done.output[0].outputs[0].logs == "42\n"
 
 
+def test_a_running_response_shows_its_code_outputs_when_the_retrieve_asks(server: Server, sdk: openai.OpenAI,
+                                                                           upstream: ScriptedUpstream,
+                                                                           model: str) -> None:
+    """The ``include`` that counts is the retrieve's own, also while the run goes on (it was the create's)."""
+    upstream.script(model, {"code": "print('first')"}, {"code": HOLD}, {"text": "done"})
+    queued = sdk.responses.create(model=model, input="two runs", tools=AUTO, background=True)
+    workspace = started_auto_workspace(server)  # the first call ran; the second holds
+    running = sdk.responses.retrieve(queued.id, include=OUTPUTS)
+    assert running.status == "in_progress"
+    assert running.output[0].outputs[0].logs == "first\n"
+    assert sdk.responses.retrieve(queued.id).output[0].outputs is None  # not asked for
+    (workspace / "go").write_text("go")
+    done = until(lambda: (r := sdk.responses.retrieve(queued.id, include=OUTPUTS)).status == "completed" and r,
+                 "the response to complete")
+    assert [call.outputs[0].logs for call in done.output[:2]] == ["first\n", "went\n"]
+
+
 def test_cancelling_interrupts_the_running_code(server: Server, sdk: openai.OpenAI, http: httpx.Client,
                                                 upstream: ScriptedUpstream, model: str) -> None:
     upstream.script(model, {"code": HOLD}, {"text": "never"})
