@@ -57,7 +57,7 @@ def _kernel(channel_fd: int, spec: dict[str, Any], executor: Executor) -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()  # forked children would otherwise share the zygote's random state
-    if spec.get("warm"):
+    if spec["warm"]:
         executor.warm_up()
     serve(socket.socket(fileno=channel_fd), executor)
 
