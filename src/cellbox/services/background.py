@@ -1,7 +1,8 @@
 """Background responses: runs that go on without their client. ``POST /v1/responses`` with ``background: true``
-answers at once (``queued``); the run's events are kept in memory, so a client may poll the response, stream it,
-or reconnect and resume after any sequence number, until a while after it ends. A project runs a bounded number
-at once; ``cancel`` stops one (its running code is interrupted) and it ends ``cancelled``.
+answers at once (``queued``); the run's events are kept in memory, whole (code outputs included, for each stream's
+own ``include`` to filter), so a client may poll the response, stream it, or reconnect and resume after any sequence
+number, until a while after it ends. A project runs a bounded number at once; ``cancel`` stops one (its running code
+is interrupted) and it ends ``cancelled``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Background:
                 del self._jobs[rid]
 
     async def start(self, run: Run) -> dict[str, Any]:
-        """Begin a run that needs no client; the response as it stands (``queued``)."""
+        """Begin a run that needs no client; the response as it stands (``queued``), whole."""
         if not run.body.store:
             raise InvalidInput("background responses must be stored (store=true): they are polled by id", "store")
         self._forget_old()
@@ -113,7 +114,8 @@ class Background:
         return await self._responses.get(project, rid, [])
 
     async def stream(self, project: str, rid: str, after: int = -1) -> AsyncIterator[dict[str, Any]]:
-        """Every event after sequence number ``after``, then the new ones as they come, until the run ends."""
+        """Every event after sequence number ``after``, then the new ones as they come, until the run ends; whole,
+        for the caller to show with its own ``include``."""
         job = self._job(project, rid)
         if job is None:
             await self._responses.get(project, rid, [])  # a 404 for an unknown id

@@ -108,6 +108,16 @@ def shown_response(response: dict[str, Any], include: list[str]) -> dict[str, An
     return {**response, "output": [shown(item, include) for item in response.get("output") or []]}
 
 
+def shown_event(event: dict[str, Any], include: list[str]) -> dict[str, Any]:
+    """A stream event as a caller sees it. Events are made whole, so one kept for a replay can be shown with the
+    replay's own ``include``; only an item or a response carries code outputs."""
+    if "item" in event:
+        return {**event, "item": shown(event["item"], include)}
+    if "response" in event:
+        return {**event, "response": shown_response(event["response"], include)}
+    return event
+
+
 @dataclass
 class _Call:
     item: CodeInterpreterCall
@@ -172,10 +182,11 @@ class Run:
         return {"type": kind, "sequence_number": self.sequence - 1, **fields}
 
     def snapshot(self) -> dict[str, Any]:
-        return shown_response(self.response.model_dump(), self.body.include)
+        """The response as it stands, whole: whoever shows it filters it by their ``include``."""
+        return self.response.model_dump()
 
     def item(self, model: CodeInterpreterCall | OutputMessage | FunctionCall | Reasoning) -> dict[str, Any]:
-        return shown(model.model_dump(), self.body.include)
+        return model.model_dump()
 
     def is_function(self, name: str) -> bool:
         """A call for the client (not run here): one of its functions, or any call when there is no interpreter."""
@@ -502,7 +513,7 @@ class Responses:
         async for event in self.events(run, raise_early=True):
             if "response" in event:
                 final = event["response"]
-        return final
+        return shown_response(final, body.include)
 
     async def begin(self, run: Run) -> None:
         """Store the response as it starts (once), so it can be retrieved while it runs. A whole one is stored
@@ -517,6 +528,7 @@ class Responses:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def events(self, run: Run, raise_early: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """The run's wire events, whole (code outputs included): a stream shows each with ``shown_event``."""
         await self.begin(run)
         try:
             yield run.event("response.created", response=run.snapshot())

@@ -177,3 +177,36 @@ def test_the_sdk_resumes_a_background_stream(server: Server, sdk: openai.OpenAI,
     assert resumed[0].sequence_number == cursor + 1
     assert resumed[-1].type == "response.completed"
     assert resumed[-1].response.output_text == "Resumed."
+
+
+def _call_outputs(events: list[Any]) -> tuple[Any, Any]:
+    """The code call's outputs as the stream showed them: in its ``output_item.done``, and in ``completed``."""
+    done = next(e for e in events if e.type == "response.output_item.done" and e.item.type == "code_interpreter_call")
+    assert events[-1].type == "response.completed"
+    return done.item.outputs, events[-1].response.output[0].outputs
+
+
+def test_a_replayed_stream_shows_code_outputs_when_the_retrieve_asks(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                     model: str) -> None:
+    """The ``include`` that counts in a replay is the retrieve's own (it was the create's)."""
+    upstream.script(model, {"code": "print('shown')"}, {"text": "done"})
+    queued = sdk.responses.create(model=model, input="run", tools=AUTO, background=True)  # no include
+    until(lambda: sdk.responses.retrieve(queued.id).status == "completed", "the response to complete")
+    in_item, in_completed = _call_outputs(list(sdk.responses.retrieve(queued.id, stream=True, include=OUTPUTS)))
+    assert in_item[0].logs == in_completed[0].logs == "shown\n"
+    assert _call_outputs(list(sdk.responses.retrieve(queued.id, stream=True))) == (None, None)
+
+
+def test_a_replayed_stream_hides_code_outputs_the_create_asked_for(sdk: openai.OpenAI, upstream: ScriptedUpstream,
+                                                                   model: str) -> None:
+    """The create's own stream shows what the create asked for; a replay that does not ask sees no outputs."""
+    upstream.script(model, {"code": "print('shown')"}, {"text": "done"})
+    with sdk.responses.create(model=model, input="run", tools=AUTO, background=True, stream=True,
+                              include=OUTPUTS) as stream:
+        first = list(stream)
+    in_item, in_completed = _call_outputs(first)
+    assert in_item[0].logs == in_completed[0].logs == "shown\n"
+    rid = first[0].response.id
+    assert _call_outputs(list(sdk.responses.retrieve(rid, stream=True))) == (None, None)
+    in_item, _ = _call_outputs(list(sdk.responses.retrieve(rid, stream=True, include=OUTPUTS)))
+    assert in_item[0].logs == "shown\n"

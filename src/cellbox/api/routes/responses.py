@@ -14,7 +14,7 @@ from cellbox.api.sse import event
 from cellbox.errors import InvalidInput
 from cellbox.schemas.common import Deleted, ListPage
 from cellbox.schemas.responses import INCLUDABLE, CreateResponse
-from cellbox.services.responses import Run, shown, shown_response
+from cellbox.services.responses import Run, shown, shown_event, shown_response
 
 router = APIRouter(tags=["responses"])
 
@@ -28,13 +28,14 @@ def include_of(request: Request) -> list[str]:
     return include
 
 
-async def _sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[dict[str, Any]], include: list[str]) -> AsyncIterator[bytes]:
     async for item in events:
-        yield event(item["type"], item)
+        yield event(item["type"], shown_event(item, include))
 
 
-def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    return StreamingResponse(_sse(events), media_type="text/event-stream",
+def _streaming(events: AsyncIterator[dict[str, Any]], include: list[str]) -> StreamingResponse:
+    """Events come whole; each stream shows them with its own ``include`` (a replay's is the GET's)."""
+    return StreamingResponse(_sse(events, include), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -45,11 +46,11 @@ async def create_response(body: CreateResponse, svc: Svc, project: Project) -> J
         queued = await svc.background.start(run)
         if not body.stream:
             return answer(shown_response(queued, body.include))
-        return _streaming(await svc.background.stream(project, run.response.id))
+        return _streaming(await svc.background.stream(project, run.response.id), body.include)
     if not body.stream:
         return answer(await svc.responses.create(project, body))
     run = await svc.responses.start(project, body)  # a bad request is a plain 4xx, before the stream
-    return _streaming(svc.responses.events(run))
+    return _streaming(svc.responses.events(run), body.include)
 
 
 @router.get("/responses/{response_id}", response_model=None)
@@ -58,9 +59,9 @@ async def retrieve_response(response_id: str, request: Request, svc: Svc, projec
                             starting_after: Annotated[int, Query(ge=-1)] = -1) -> JSONResponse | StreamingResponse:
     """A stored response; one running in the background as it stands now, or (``stream=true``) its events after
     ``starting_after``, then the rest as they come."""
-    if stream:
-        return _streaming(await svc.background.stream(project, response_id, starting_after))
     include = include_of(request)
+    if stream:
+        return _streaming(await svc.background.stream(project, response_id, starting_after), include)
     live = svc.background.snapshot(project, response_id)
     return answer(shown_response(live, include) if live is not None
                   else await svc.responses.get(project, response_id, include))
