@@ -127,12 +127,15 @@ def workspace_of(server: Server, cid: str) -> Path:
     return Path(path)
 
 
-def started_auto_workspace(server: Server, marker: str = "started") -> Path:
-    """The workspace of the newest auto container (a response made it), once its code has written ``marker``."""
+def started_auto_workspace(server: Server, response_id: str | None = None, marker: str = "started") -> Path:
+    """The workspace of the auto container response ``response_id`` made (by default the newest one), once its
+    code has written ``marker``. Name the response where an earlier test may have left a started one behind."""
+    name = f"auto: {response_id}" if response_id else "auto: %"
+
     def find() -> Path | None:
         with sqlite3.connect(server.data_dir / "cellbox.db") as db:
-            row = db.execute("SELECT workspace FROM containers WHERE name LIKE 'auto: %' ORDER BY seq DESC "
-                             "LIMIT 1").fetchone()
+            row = db.execute("SELECT workspace FROM containers WHERE name LIKE ? ORDER BY seq DESC LIMIT 1",
+                             (name,)).fetchone()
         return Path(row[0]) if row and row[0] and (Path(row[0]) / marker).exists() else None
     return until(find, "the response's code to start")
 

@@ -53,7 +53,7 @@ def test_a_running_response_shows_its_code_outputs_when_the_retrieve_asks(server
     """The ``include`` that counts is the retrieve's own, also while the run goes on (it was the create's)."""
     upstream.script(model, {"code": "print('first')"}, {"code": HOLD}, {"text": "done"})
     queued = sdk.responses.create(model=model, input="two runs", tools=AUTO, background=True)
-    workspace = started_auto_workspace(server)  # the first call ran; the second holds
+    workspace = started_auto_workspace(server, queued.id)  # the first call ran; the second holds
     running = sdk.responses.retrieve(queued.id, include=OUTPUTS)
     assert running.status == "in_progress"
     assert running.output[0].outputs[0].logs == "first\n"
@@ -68,7 +68,7 @@ def test_cancelling_interrupts_the_running_code(server: Server, sdk: openai.Open
                                                 upstream: ScriptedUpstream, model: str) -> None:
     upstream.script(model, {"code": HOLD}, {"text": "never"})
     queued = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)
-    started_auto_workspace(server)
+    started_auto_workspace(server, queued.id)
     running = sdk.responses.retrieve(queued.id)
     assert running.status == "in_progress"
     assert running.output[0].status == "interpreting"
@@ -93,7 +93,7 @@ def test_a_stream_resumes_after_any_sequence_number(server: Server, http: httpx.
         before = read_events(first, stop_at="response.code_interpreter_call.interpreting")
     rid = before[0]["response"]["id"]
     assert before[0]["response"]["status"] == "queued"
-    (started_auto_workspace(server) / "go").write_text("go")  # the run went on without its client
+    (started_auto_workspace(server, rid) / "go").write_text("go")  # the run went on without its client
     last = before[-1]["sequence_number"]
     with http.stream("GET", f"/v1/responses/{rid}", params={"stream": "true", "starting_after": last}) as again:
         after = read_events(again)
@@ -122,7 +122,7 @@ def test_restarts_and_the_per_project_limit(tmp_path: Path, upstream: ScriptedUp
         with client(server) as sdk:
             upstream.script(model, {"code": HOLD})
             held = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)
-            started_auto_workspace(server)
+            started_auto_workspace(server, held.id)
             with pytest.raises(openai.RateLimitError, match="already runs 1 background"):
                 sdk.responses.create(model=model, input="second", background=True)
             with client(server, "key-b") as other:  # another project has its own allowance
@@ -137,7 +137,7 @@ def test_restarts_and_the_per_project_limit(tmp_path: Path, upstream: ScriptedUp
             assert "restarted while this response ran" in failed.error.message
             upstream.script(model, {"code": HOLD})
             again = sdk.responses.create(model=model, input="hold", tools=AUTO, background=True)  # allowed again
-            started_auto_workspace(server)
+            started_auto_workspace(server, again.id)
         server.stop(signal.SIGTERM)
         server.start()
         with client(server) as sdk:
@@ -172,7 +172,7 @@ def test_the_sdk_resumes_a_background_stream(server: Server, sdk: openai.OpenAI,
                 rid = event.response.id
             if event.type == "response.code_interpreter_call.interpreting":
                 break
-    (started_auto_workspace(server) / "go").write_text("go")
+    (started_auto_workspace(server, rid) / "go").write_text("go")
     resumed = list(sdk.responses.retrieve(rid, stream=True, starting_after=cursor))
     assert resumed[0].sequence_number == cursor + 1
     assert resumed[-1].type == "response.completed"
