@@ -3,6 +3,9 @@
 One model turn comes back as a stream of small events (text pieces, the start of a tool call, pieces of its
 arguments) and ends with a ``Turn`` that holds the whole of it, whether the upstream streamed or not. Upstreams
 differ in how they fragment tool calls, so fragments are merged by ``index``, falling back to ``id`` and order.
+
+The HTTP client is aiohttp: on loopback it spends half of httpx's time per request and per streamed chunk
+(BENCHMARKS.md, stop 14), and every model turn of every response goes through it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
 from cellbox.schemas.responses import InputTokensDetails, OutputTokensDetails, Usage
@@ -24,6 +28,8 @@ log = logging.getLogger(__name__)
 RETRY_PAUSES = (0.5, 2.0)  # seconds before the second and the third try
 MAX_RETRY_AFTER = 10.0  # longest Retry-After honoured; a busier server fails the turn
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+MAX_LINE = 8 << 20  # longest line of a streamed reply (a tool call's whole arguments may come in one chunk)
+MAX_REPLY = 64 << 20  # longest whole (unstreamed) reply or error body
 
 
 @dataclass(frozen=True)
@@ -129,10 +135,16 @@ class Upstream:
         self.base_url = base_url.rstrip("/")
         self._aliases = aliases
         self._retry_pauses = retry_pauses
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers,
-                                       timeout=httpx.Timeout(timeout, connect=10.0))
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # No limit on the whole turn, ``timeout`` between bytes; the proxy settings of the environment apply.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=10.0, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None  # made on first use, inside the server's event loop
         self._reasoning_field: str | None = None  # learned from the server's own replies
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout, trust_env=True)
+        return self._session
 
     @property
     def configured(self) -> bool:
@@ -142,7 +154,8 @@ class Upstream:
         return self._aliases.get(requested) or self._aliases.get("*") or requested
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def models(self) -> list[str]:
         """What the model server serves (``GET /models``), or nothing when it is not configured or does not
@@ -150,9 +163,9 @@ class Upstream:
         if not self.configured:
             return []
         try:
-            reply = await self._http.get("/models", timeout=5.0)
-            data = reply.json().get("data") if reply.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
+            async with self._http().get(f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=5.0)) as reply:
+                data = json.loads(await _body(reply)).get("data") if reply.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, UpstreamUnavailable, ValueError, AttributeError):
             return []
         return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else []
 
@@ -214,36 +227,53 @@ class Upstream:
 
     async def _attempt(self, body: dict[str, Any], stream: bool) -> AsyncIterator[Event]:
         try:
-            async with self._http.stream("POST", "/chat/completions", json=body) as reply:
-                if reply.status_code >= 400:
-                    await reply.aread()
-                    error = _refusal(reply)
-                    if reply.status_code in TRANSIENT:
-                        raise _Transient(error, _retry_after(reply))
+            async with self._http().post(f"{self.base_url}/chat/completions", json=body) as reply:
+                if reply.status >= 400:
+                    error = _refusal(reply.status, await _body(reply))
+                    if reply.status in TRANSIENT:
+                        raise _Transient(error, _retry_after(reply.headers))
                     raise error
                 if stream:
-                    async for event in _parse_stream(reply, self._learn):
+                    async for event in _parse_stream(_lines(reply), self._learn):
                         yield event
                 else:
-                    await reply.aread()
-                    for event in _as_events(_parse_whole(reply, self._learn)):
+                    for event in _as_events(_parse_whole(await _body(reply), self._learn)):
                         yield event
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise _Transient(UpstreamUnavailable(f"the model server at {self.base_url} is unreachable: "
                                                  f"{exc or type(exc).__name__}")) from None
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise UpstreamUnavailable(f"the model server at {self.base_url} did not answer in time "
                                       f"({type(exc).__name__})") from None
-        except httpx.RemoteProtocolError:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
             raise UpstreamUnavailable(f"the model server at {self.base_url} closed the stream before finishing "
                                       "its reply") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.http_exceptions.LineTooLong:
+            raise UpstreamUnavailable(f"the model server at {self.base_url} sent a stream line over "
+                                      f"{MAX_LINE / 2**20:g} MiB") from None
+        except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"the model server at {self.base_url} failed: "
                                       f"{exc or type(exc).__name__}") from None
 
 
+async def _body(reply: aiohttp.ClientResponse) -> bytes:
+    """A whole reply body, bounded."""
+    body = bytearray()
+    async for chunk in reply.content.iter_any():
+        body += chunk
+        if len(body) > MAX_REPLY:
+            raise UpstreamUnavailable(f"the model server sent a reply over {MAX_REPLY / 2**20:g} MiB")
+    return bytes(body)
+
+
+async def _lines(reply: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """A streamed reply's lines, each bounded, without their line ends."""
+    while raw := await reply.content.readline(max_line_length=MAX_LINE):
+        yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
 def _is_openai(base_url: str) -> bool:
-    host = httpx.URL(base_url).host if base_url else ""
+    host = urlsplit(base_url).hostname or ""
     return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
@@ -264,33 +294,35 @@ class _Transient(Exception):
         self.error, self.retry_after = error, retry_after
 
 
-def _retry_after(reply: httpx.Response) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     try:
-        return max(0.0, float(reply.headers.get("retry-after", "")))
+        return max(0.0, float(headers.get("retry-after", "")))
     except ValueError:
         return None
 
 
-def _refusal(reply: httpx.Response) -> Exception:
+def _refusal(status: int, body: bytes) -> Exception:
+    text = body.decode("utf-8", "replace")
     try:
-        detail = reply.json()
+        detail = json.loads(text)
         message = (detail.get("error") or {}).get("message") if isinstance(detail.get("error"), dict) else None
-        message = message or detail.get("error") or detail.get("detail") or reply.text
+        message = message or detail.get("error") or detail.get("detail") or text
     except (ValueError, AttributeError):
-        message = reply.text
-    message = f"the model server answered {reply.status_code}: {str(message)[:1000]}"
-    if 400 <= reply.status_code < 500 and reply.status_code not in (401, 403, 408, 429):
+        message = text
+    message = f"the model server answered {status}: {str(message)[:1000]}"
+    if 400 <= status < 500 and status not in (401, 403, 408, 429):
         return UpstreamRejected(message)
     return UpstreamUnavailable(message)
 
 
-def _parse_whole(reply: httpx.Response, learn: Callable[[str | None], None]) -> Turn:
+def _parse_whole(body: bytes, learn: Callable[[str | None], None]) -> Turn:
     try:
-        data = reply.json()
+        data = json.loads(body)
         choice = data["choices"][0]
         message = choice.get("message") or {}
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise UpstreamUnavailable(f"the model server sent a malformed completion: {reply.text[:300]}") from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise UpstreamUnavailable("the model server sent a malformed completion: "
+                                  f"{body[:300].decode('utf-8', 'replace')}") from None
     merger = _Merger()
     for fragment in message.get("tool_calls") or []:
         merger.feed(fragment)
@@ -311,9 +343,9 @@ def _as_events(turn: Turn) -> list[Event]:
     return [*events, turn]
 
 
-async def _parse_stream(reply: httpx.Response, learn: Callable[[str | None], None]) -> AsyncIterator[Event]:
+async def _parse_stream(lines: AsyncIterator[str], learn: Callable[[str | None], None]) -> AsyncIterator[Event]:
     turn, merger, done = Turn(), _Merger(), False
-    async for line in reply.aiter_lines():
+    async for line in lines:
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cellbox.errors import UpstreamRejected, UpstreamUnavailable
+from cellbox.services import upstream as upstream_module
 from cellbox.services.upstream import (
     TRANSIENT,
     ArgumentsDelta,
@@ -332,6 +333,57 @@ async def test_a_slow_server_is_unavailable(scripted: ScriptedUpstream, model: s
     try:
         with pytest.raises(UpstreamUnavailable, match="did not answer in time"):
             await _events(client, model, stream)
+    finally:
+        await client.aclose()
+
+
+async def test_a_whole_call_in_one_long_stream_line_arrives(upstream: Upstream, scripted: ScriptedUpstream,
+                                                            model: str) -> None:
+    """Servers that send a tool call whole put all of its code on one SSE line: far longer than aiohttp's own
+    default line limit (128 KiB) must still arrive."""
+    code = "x = 1\n" * 100_000  # 600 kB of code on one line of the stream
+    scripted.script(model, {"code": code, "whole": True})
+    [call] = _turn(await _events(upstream, model, True)).calls
+    assert json.loads(call.arguments) == {"code": code}
+
+
+async def test_a_stream_line_over_the_limit_is_unavailable(upstream: Upstream, scripted: ScriptedUpstream, model: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_LINE", 4096)
+    scripted.script(model, {"code": "x = 1\n" * 2000, "whole": True}, {"text": "fine"})
+    with pytest.raises(UpstreamUnavailable, match="sent a stream line over"):
+        await _events(upstream, model, True)
+    assert _turn(await _events(upstream, model, True)).text == "fine"  # the client goes on working
+
+
+async def test_a_whole_reply_over_the_limit_is_unavailable(upstream: Upstream, scripted: ScriptedUpstream, model: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_REPLY", 4096)
+    scripted.script(model, {"text": "y" * 10_000}, {"status": 400, "error": "z" * 10_000})
+    with pytest.raises(UpstreamUnavailable, match="sent a reply over"):
+        await _events(upstream, model, False)
+    with pytest.raises(UpstreamUnavailable, match="sent a reply over"):  # an error body is bounded too
+        await _events(upstream, model, False)
+
+
+async def test_the_proxy_of_the_servers_environment_is_used(scripted: ScriptedUpstream, model: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY pointing at a closed port makes the model server unreachable; NO_PROXY for it makes it
+    reachable again: the environment is read, as for any HTTP client an operator configures that way."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    scripted.script(model, {"text": "through"})
+    client = Upstream(scripted.url, "", {}, timeout=5, retry_pauses=QUICK)
+    try:
+        with pytest.raises(UpstreamUnavailable, match="unreachable"):
+            await _events(client, model, True)
+        assert scripted.requests(model) == []
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert _turn(await _events(client, model, True)).text == "through"
     finally:
         await client.aclose()
 
