@@ -76,12 +76,13 @@ async def floor_samples(base: str, count: int) -> list[float]:
 
 
 @contextlib.contextmanager
-def trivial_server() -> Iterator[str]:
-    """The floor's server: the trivial ASGI app under the same uvicorn (uvloop, httptools); yields its base URL."""
+def trivial_server(app: str = TRIVIAL_APP) -> Iterator[str]:
+    """The floor's server: the trivial ASGI app (or ``app``, the source of another) under the same uvicorn
+    (uvloop, httptools); yields its base URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cellbox-floor-") as where:
         with open(os.path.join(where, "trivial.py"), "w") as f:
-            f.write(TRIVIAL_APP)
+            f.write(app)
         server = subprocess.Popen([sys.executable, "-m", "uvicorn", "trivial:app", "--port", str(port),
                                    "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"],
                                   cwd=where, stderr=subprocess.DEVNULL)

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
 import uvloop
 
-from api import free_port, p99  # bench/api.py
+from api import p99, trivial_server  # bench/api.py
 
 CHUNKS = 300
 CHUNK = "data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [
@@ -57,21 +52,6 @@ async def app(scope, receive, send):
     await send({{"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}})
     await send({{"type": "http.response.body", "body": b'{{"choices":[{{"message":{{"content":"2"}}}}]}}'}})
 """
-
-
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="cellbox-clients-") as where:
-        with open(os.path.join(where, "app.py"), "w") as f:
-            f.write(APP)
-        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--loop",
-                                    "uvloop", "--http", "httptools", "--log-level", "warning"], cwd=where)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(30)
 
 
 def check(ok: bool, what: object) -> None:
@@ -122,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
-    with server() as base:
+    with trivial_server(APP) as base:
         samples = uvloop.run(measure(base, args.rounds))
     floor = statistics.median(samples["httpx POST"])
     for name, values in samples.items():
