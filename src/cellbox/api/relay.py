@@ -9,12 +9,13 @@ two nodes that disagree about an owner cannot bounce a request between them. A n
 answers 503, or ends the stream; one that vanishes without closing its connections is noticed when it is marked
 down, so no relayed request waits forever.
 
-Every relayed request holds a connection of this server's one pool to the nodes while it runs (services/remote.py,
-``NODE_CONNECTIONS``). One that finds the pool full is answered 503 with Retry-After after ``NODE_POOL_TIMEOUT``
-seconds (nothing reached the node: a retry is safe). A project may have ``RELAYED_PER_PROJECT`` requests relayed at
-once, a 429 beyond, so one project cannot hold the whole pool and starve the others; so the relay learns the
-caller's project from its key (the owner still authenticates and authorises the request itself). A request ends
-when its client goes away, so a dropped stream gives its connection and its slot back at once.
+Every relayed request holds one of this server's connections to its node while it runs (services/node_pool.py,
+``NODE_CONNECTIONS`` per node). One that finds its node's all in use is answered 503 with Retry-After after
+``NODE_POOL_TIMEOUT`` seconds (nothing reached the node: a retry is safe); the other nodes' requests go on. A
+project may have ``RELAYED_PER_PROJECT`` requests relayed at once, a 429 beyond, so one project cannot hold a node's
+connections and starve the others; so the relay learns the caller's project from its key (the owner still
+authenticates and authorises the request itself). A request ends when its client goes away, so a dropped stream
+gives its connection and its slot back at once.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import NamedTuple
 
-import httpx
+import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellbox.api.errors import error_response
 from cellbox.errors import CellboxError, Expired, SandboxUnavailable
+from cellbox.services.node_pool import PoolFull
 from cellbox.services.nodes import NodeLost
 from cellbox.services.remote import NODE_TOKEN, ON_BEHALF_OF, RELAYED_BY, busy, peer_headers
 from cellbox.services.wiring import Services
@@ -40,6 +42,8 @@ _CONTAINER_PATH = re.compile(r"^/v1/containers/(cntr_[0-9a-f]{1,64})(?:/|$)")
 # Per connection, not per message (RFC 9110 7.6.1); the owner and the client each frame their own.
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                b"upgrade", b"host"}
+_BODY = {b"content-length", b"transfer-encoding"}  # a request with neither has no body to send on
+_NOT_ADDED = ("Accept", "Accept-Encoding", "User-Agent")  # what aiohttp would add: the request stays the client's
 
 
 class _Target(NamedTuple):
@@ -117,29 +121,29 @@ async def _relay(services: Services, target: _Target, scope: Scope, receive: Rec
     async def forward() -> None:
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP | _OURS]
-        request = services.relay.build_request(scope["method"], url + path + query,
-                                               headers=[*headers, *peer_headers(services.settings.node_token,
-                                                                                services.nodes.id)],
-                                               content=client.body())
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in (
+            *((k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP | _OURS),
+            *peer_headers(services.settings.node_token, services.nodes.id))]
+        body = client.body() if any(k.lower() in _BODY for k, _ in scope["headers"]) else client.no_body()
         try:
-            response = await services.relay.send(request, stream=True)
-        except httpx.PoolTimeout:  # every connection to the nodes is in use: nothing was sent
+            async with services.node_pool.request(scope["method"], url + path + query, headers=headers, data=body,
+                                                  skip_auto_headers=_NOT_ADDED) as response:
+                await respond(response.status, [(k, v) for k, v in response.raw_headers
+                                                if k.lower() not in _HOP_BY_HOP])
+                with contextlib.suppress(aiohttp.ClientError):  # the owner died mid-answer: end what was sent
+                    async for chunk in response.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except PoolFull:  # every connection to that node is in use: nothing was sent
             await error_response(busy((node_id, url)))(scope, receive, send)
             return
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
+            if started:  # the answer was on its way: end what was sent
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             role = "which runs this container" if cid is not None else "chosen to make the container"
             await error_response(SandboxUnavailable(f"node {node_id} ({url}), {role}, did not answer; try again"))(
                 scope, receive, send)
             return
-        try:
-            await respond(response.status_code, [(k, v) for k, v in response.headers.raw
-                                                 if k.lower() not in _HOP_BY_HOP])
-            with contextlib.suppress(httpx.HTTPError):  # the owner died mid-answer: end what was sent
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            await response.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})  # the node's connection is back
 
     try:
@@ -164,6 +168,10 @@ class _Client:
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._read = asyncio.Event()
+
+    def no_body(self) -> None:
+        """A request without a body (no length, not chunked): the watch for the client going away begins at once."""
+        self._read.set()
 
     async def body(self) -> AsyncIterator[bytes]:
         try:

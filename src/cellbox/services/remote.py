@@ -7,28 +7,25 @@ version, a proxy's page) is a SandboxUnavailable, never a hang or a 500."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-import httpx
+import aiohttp
 import pydantic
 
 from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable, TooLarge
 from cellbox.schemas.common import Deleted
 from cellbox.schemas.containers import ContainerFile, CreateContainer, Execution
+from cellbox.services.node_pool import NODE_CONNECTIONS, NodePool, PoolFull
 from cellbox.services.nodes import NodeLost, Nodes
 
 NODE_TOKEN = "x-cellbox-node-token"  # the cluster's shared secret: a peer sent this request
 ON_BEHALF_OF = "x-cellbox-project"  # the project a peer asks for (honoured only beside the token)
 RELAYED_BY = "x-cellbox-relayed-by"  # the node that sent it on: never relayed again
 PAGE = 100  # container files listed per request
-# One pool of connections to the other nodes serves this server's relayed requests and its remote calls. A long
-# execution holds one for as long as it runs, so a full pool is answered at once rather than waited on forever.
-NODE_CONNECTIONS = 100  # connections open at once from this server to the other nodes, all of them together
-NODE_IDLE_CONNECTIONS = 20  # of those, kept open while idle for the next request (httpx's default)
-NODE_POOL_TIMEOUT = 5.0  # seconds a request waits for one of them; then a 503 (it never reached a node: retry)
 RELAYED_PER_PROJECT = NODE_CONNECTIONS // 4  # relayed requests in flight per project (api/relay.py); then a 429
-BUSY_RETRY_AFTER = 2  # seconds a client is told to wait when the pool is full
+BUSY_RETRY_AFTER = 2  # seconds a client is told to wait when a node's connections are all in use
 T = TypeVar("T")
 
 
@@ -43,49 +40,56 @@ def peer_headers(token: str, node_id: str, project: str | None = None) -> list[t
 
 
 def busy(node: tuple[str, str]) -> SandboxUnavailable:
-    """A request that found every connection to the nodes in use (httpx.PoolTimeout): nothing was sent, so a retry
-    is safe."""
-    return SandboxUnavailable(f"too many requests in flight to node {node[0]} ({node[1]}) and the other nodes: all "
-                              f"{NODE_CONNECTIONS} connections of this server to them are in use; try again",
-                              retry_after=BUSY_RETRY_AFTER)
+    """A request that found every connection to its node in use (PoolFull): nothing was sent, so a retry is
+    safe."""
+    return SandboxUnavailable(f"too many requests in flight to node {node[0]} ({node[1]}): all {NODE_CONNECTIONS} "
+                              "connections of this server to it are in use; try again", retry_after=BUSY_RETRY_AFTER)
 
 
-def _unreadable(node: tuple[str, str], response: httpx.Response, exc: Exception) -> SandboxUnavailable:
+class _Answer(NamedTuple):
+    """A node's whole answer, read while its connection was held."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+def _unreadable(node: tuple[str, str], answer: _Answer, exc: Exception) -> SandboxUnavailable:
     """A 2xx answer that is not what this server's /v1 sends: another Cellbox version, or not Cellbox at all."""
     if isinstance(exc, pydantic.ValidationError):
         first = exc.errors()[0]
         why = f"{'.'.join(map(str, first['loc'])) or 'the body'}: {first['msg']}"
     else:
         why = f"{type(exc).__name__}: {exc}"
-    kind = response.headers.get("content-type", "no content type")
+    kind = answer.content_type or "no content type"
     return SandboxUnavailable(f"node {node[0]} ({node[1]}) sent an answer this server cannot read ({kind}; are all "
                               f"servers the same Cellbox version?): {why[:200]}")
 
 
-def _error(node: tuple[str, str], response: httpx.Response, policy_param: str | None = None) -> CellboxError:
+def _error(node: tuple[str, str], status: int, body: bytes, policy_param: str | None = None) -> CellboxError:
     """The node's answer as the error it raised (OpenAI's envelope: status, message, param, code)."""
     try:
-        error = response.json()["error"]
+        error = json.loads(body)["error"]
         message, param, code = str(error["message"]), error.get("param"), error.get("code")
     except (ValueError, KeyError, TypeError):
-        message, param, code = f"answered {response.status_code}", None, None
+        message, param, code = f"answered {status}", None, None
     if policy_param and isinstance(param, str) and param.startswith("network_policy"):
         param = policy_param + param.removeprefix("network_policy")  # the field as the caller named it
-    if response.status_code == 404:
+    if status == 404:
         return NotFound(message, param)
-    if response.status_code == 413:
+    if status == 413:
         return TooLarge(message, param)
-    if response.status_code == 400:
+    if status == 400:
         return Expired(message, param) if code == "container_expired" else InvalidInput(message, param)
-    if response.status_code in (401, 403):
+    if status in (401, 403):
         return SandboxUnavailable(f"node {node[0]} ({node[1]}) refused this server: {message} (every server of a "
                                   "cluster needs the same CELLBOX_NODE_TOKEN)")
     return SandboxUnavailable(f"node {node[0]} ({node[1]}): {message}")
 
 
 class Remote:
-    def __init__(self, http: httpx.AsyncClient, nodes: Nodes, token: str) -> None:
-        self._http = http
+    def __init__(self, pool: NodePool, nodes: Nodes, token: str) -> None:
+        self._pool = pool
         self._nodes = nodes
         self._token = token
 
@@ -102,23 +106,28 @@ class Remote:
             return await self._nodes.unless_lost(node[0], work)
         except NodeLost:
             raise Expired(f"its node {node[0]} was lost while this request waited; create a new container") from None
-        except httpx.PoolTimeout:
+        except PoolFull:
             raise busy(node) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise SandboxUnavailable(f"node {node[0]} ({node[1]}) did not answer ({type(exc).__name__}); "
                                      "try again") from None
 
     async def _call(self, node: tuple[str, str], project: str, method: str, path: str, read: Callable[[Any], T],
                     policy_param: str | None = None, **kwargs: Any) -> T:
         """What ``read`` makes of the node's JSON answer; one it cannot read is the node's fault, not a 500."""
-        response = await self._guard(node, self._http.request(method, node[1] + path,
-                                                               headers=self._headers(node, project), **kwargs))
-        if response.status_code >= 400:
-            raise _error(node, response, policy_param)
+        headers = self._headers(node, project)
+
+        async def exchange() -> _Answer:
+            async with self._pool.request(method, node[1] + path, headers=headers, **kwargs) as response:
+                return _Answer(response.status, response.headers.get("content-type", ""), await response.read())
+
+        answer = await self._guard(node, exchange())
+        if answer.status >= 400:
+            raise _error(node, answer.status, answer.body, policy_param)
         try:
-            return read(response.json())
+            return read(json.loads(answer.body))
         except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-            raise _unreadable(node, response, exc) from None
+            raise _unreadable(node, answer, exc) from None
 
     async def create(self, node: tuple[str, str], project: str, body: CreateContainer, policy_param: str) -> str:
         return await self._call(node, project, "POST", "/v1/containers", lambda made: str(made["id"]), policy_param,
@@ -158,8 +167,10 @@ class Remote:
 
     async def add_upload(self, node: tuple[str, str], project: str, cid: str, name: str,
                          data: bytes) -> ContainerFile:
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=name)
         return await self._call(node, project, "POST", f"/v1/containers/{cid}/files", ContainerFile.model_validate,
-                                files={"file": (name, data)})
+                                data=form)
 
     async def read(self, node: tuple[str, str], project: str, cid: str, fid: str, limit: int) -> bytes:
         """At most ``limit`` bytes of a container file (the rest is never read off the wire)."""
@@ -167,12 +178,11 @@ class Remote:
 
         async def read() -> bytes:
             url = f"{node[1]}/v1/containers/{cid}/files/{fid}/content"
-            async with self._http.stream("GET", url, headers=headers) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise _error(node, response)
+            async with self._pool.request("GET", url, headers=headers) as response:
+                if response.status >= 400:
+                    raise _error(node, response.status, await response.read())
                 data = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.content.iter_any():
                     data += chunk
                     if len(data) >= limit:
                         break

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import httpx
-
 from cellbox.config import Settings
 from cellbox.sandbox.engine import Engine
 from cellbox.services.auth import Keys, RateLimiter
@@ -21,14 +19,9 @@ from cellbox.services.files import Files
 from cellbox.services.history import History
 from cellbox.services.in_flight import InFlight
 from cellbox.services.metrics import Metrics
+from cellbox.services.node_pool import NodePool
 from cellbox.services.nodes import Nodes, node_id_of
-from cellbox.services.remote import (
-    NODE_CONNECTIONS,
-    NODE_IDLE_CONNECTIONS,
-    NODE_POOL_TIMEOUT,
-    RELAYED_PER_PROJECT,
-    Remote,
-)
+from cellbox.services.remote import RELAYED_PER_PROJECT, Remote
 from cellbox.services.responses import Responses
 from cellbox.services.upstream import Upstream
 from cellbox.store.blobs import BlobStore, LocalBlobs
@@ -62,15 +55,12 @@ class Services:
         self.executions = Executions(self.containers, self.metrics)
         # Requests to other nodes (relayed ones, api/relay.py; the loop's and MCP's, services/remote.py): an
         # execution may take as long as its own timeout, and a lost node is noticed by its heartbeat, not by a
-        # read timeout. The pool is bounded, and a request that finds it full is answered (503) instead of
-        # waiting forever; each project may hold only a share of it with relayed requests (429 beyond).
-        self.relay = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0, pool=NODE_POOL_TIMEOUT),
-                                       limits=httpx.Limits(max_connections=NODE_CONNECTIONS,
-                                                           max_keepalive_connections=NODE_IDLE_CONNECTIONS),
-                                       follow_redirects=False)
+        # read timeout. Each node's connections are bounded, and a request that finds them all in use is answered
+        # (503) instead of waiting forever; each project may hold only a share with relayed requests (429 beyond).
+        self.node_pool = NodePool()
         self.relayed = InFlight(RELAYED_PER_PROJECT)
         self.cluster = Cluster(self.containers, self.executions, self.nodes,
-                               Remote(self.relay, self.nodes, settings.node_token))
+                               Remote(self.node_pool, self.nodes, settings.node_token))
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout, metrics=self.metrics)
         self.metrics.watch(live=lambda: self.containers.live, pool=lambda: self.engine.warm_pool()["ready"])
@@ -131,7 +121,7 @@ class Services:
         await self.background.aclose()
         await self.responses.aclose()
         await self.upstream.aclose()
-        await self.relay.aclose()
+        await self.node_pool.aclose()
         await self.engine.aclose(keep_workspaces=True)
         await self.egress.aclose()
         await self.db.aclose()

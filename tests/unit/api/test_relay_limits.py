@@ -83,6 +83,7 @@ class Node:
         self.waiting = 0  # executes waiting now
         self.left = 0  # executes whose caller went away while they waited
         self.answer: tuple[str, bytes] | None = None
+        self.received: list[tuple[dict[bytes, bytes], bytes]] = []  # each request's headers and body, as they came
         self._changed = asyncio.Condition()
 
     async def until(self, predicate: Callable[[], bool]) -> None:
@@ -101,6 +102,7 @@ class Node:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
+        self.received.append((dict(scope["headers"]), body))
         if self.answer is not None:
             await _answer(send, self.answer[0], self.answer[1])
         elif scope["path"].endswith("/execute"):
@@ -167,7 +169,7 @@ class Cluster:
 
     def remote(self) -> Remote:
         """What the Responses loop and MCP use, on the same pool as the relay."""
-        return Remote(self.services.relay, self.services.nodes, TOKEN)
+        return Remote(self.services.node_pool, self.services.nodes, TOKEN)
 
 
 @pytest.fixture
@@ -218,6 +220,56 @@ async def test_a_full_pool_to_the_nodes_is_a_503_to_retry_not_a_wait_forever(clu
         assert (await http.post(EXECUTE, json={"code": "1"}, headers=key(PROJECTS))).status_code == 200
     assert cluster.node.left == 0  # nobody was cut off to make room
     await cluster.slots.until(lambda: cluster.slots.tracked == 0)
+
+
+async def test_a_node_whose_connections_are_all_in_use_leaves_the_other_nodes_theirs(cluster: Cluster,
+                                                                                    tmp_path: Path) -> None:
+    other, other_id, other_box = Node(), "node_1e1e1e1e1e1e1e1e", "cntr_" + "c1" * 16
+    other.released.set()  # its executions answer at once
+    async with serving(other) as other_url, cluster.client() as http:
+        await Nodes(cluster.services.db, Settings(data_dir=tmp_path / "other", node_url=other_url), other_id).start(0)
+        async with cluster.services.db.session() as session, session.begin():
+            session.add(container(other_box, other_id))
+        await cluster.services.nodes.sweep()
+
+        slow = [asyncio.ensure_future(http.post(EXECUTE, json={"code": "1"}, headers=key(n // RELAYED_PER_PROJECT + 1)))
+                for n in range(NODE_CONNECTIONS)]
+        await cluster.node.until(lambda: cluster.node.waiting == NODE_CONNECTIONS)
+
+        # The first node's are all held; the other node's requests, relayed and remote, go through at once.
+        relayed = await http.post(f"/v1/containers/{other_box}/execute", json={"code": "1"}, headers=key(PROJECTS))
+        assert (relayed.status_code, relayed.json()) == (200, {"outputs": []})
+        assert (await http.get(f"/v1/containers/{other_box}", headers=key(PROJECTS))).json()["status"] == "running"
+        await cluster.remote().running((other_id, other_url), f"project-{PROJECTS}", other_box)
+        assert cluster.node.waiting == NODE_CONNECTIONS  # the first node's are still held meanwhile
+
+        cluster.node.released.set()
+        assert {r.status_code for r in await asyncio.gather(*slow)} == {200}
+    await cluster.slots.until(lambda: cluster.slots.tracked == 0)
+
+
+async def test_a_relayed_request_arrives_as_the_client_sent_it(cluster: Cluster) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"first,", b"second,", b"third"):
+            yield part
+
+    async with cluster.client() as http:
+        for name in ("user-agent", "accept-encoding"):  # httpx's own defaults: the node should see none
+            del http.headers[name]
+        headers = {**key(1), "user-agent": "the-client/1", "x-cellbox-project": "project-2"}
+        sized = await http.post(f"/v1/containers/{BOX}/files", content=b"a" * 70_000, headers=headers)
+        chunked = await http.post(f"/v1/containers/{BOX}/files", content=chunks(), headers=key(1))
+        plain = await http.get(f"/v1/containers/{BOX}", headers=key(1))
+    assert [r.status_code for r in (sized, chunked, plain)] == [200, 200, 200]
+    (sized_headers, sized_body), (chunked_headers, chunked_body), (plain_headers, plain_body) = cluster.node.received
+    assert (sized_body, sized_headers[b"content-length"]) == (b"a" * 70_000, b"70000")
+    assert sized_headers[b"user-agent"] == b"the-client/1"
+    assert sized_headers[b"x-cellbox-relayed-by"] == cluster.services.nodes.id.encode()
+    assert b"x-cellbox-project" not in sized_headers  # the client cannot speak for another project
+    assert (chunked_body, chunked_headers[b"transfer-encoding"]) == (b"first,second,third", b"chunked")
+    assert plain_body == b""
+    assert not {b"content-length", b"transfer-encoding"} & plain_headers.keys()  # no body made up for a GET
+    assert not {b"user-agent", b"accept-encoding"} & {*chunked_headers, *plain_headers}  # nothing added on the way
 
 
 async def test_a_project_relays_only_its_share_and_gets_each_slot_back(cluster: Cluster) -> None:
