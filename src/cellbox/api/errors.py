@@ -74,7 +74,9 @@ def _param(loc: tuple[Any, ...], body: Any = None) -> str | None:
     """The field's path in the request. Pydantic's labels for the branches of a union (``list[...]``, ``str``, a
     tagged union's tag such as ``function`` in ``tools.0.function.name``) are left out: a label is a step the
     body does not have, between two it does."""
-    steps = [p for p in loc if p not in ("body", "query", "path", "header", "str") and "[" not in str(p)]
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it was, not a step in it
+        loc = loc[1:]
+    steps = [p for p in loc if p != "str" and "[" not in str(p)]
     parts, current = [], body
     for n, step in enumerate(steps):
         following = steps[n + 1] if n + 1 < len(steps) else None

@@ -51,15 +51,17 @@ class Cluster:
             return await self._remote.run(node, project, cid, code, timeout, figures)
         return await self._executions.run(project, cid, code, timeout, figures)
 
-    async def names(self, project: str, cid: str) -> set[str]:
-        """The names of the files in the container's /mnt/data."""
+    async def present(self, project: str, cid: str, names: set[str]) -> set[str]:
+        """Which of these names are files in the container's /mnt/data."""
+        if not names:
+            return set()
         if node := await self._containers.owner_elsewhere(cid):
-            files, _ = await self._remote.files(node, project, cid)
+            files = await self._remote.files_at(node, project, cid, sorted(f"/mnt/data/{name}" for name in names))
             paths = [file.path for file in files]
         else:
             _, box = await self._containers.sandbox(project, cid)
             paths = [file.path for file in await asyncio.to_thread(box.files)]
-        return {path.removeprefix("/mnt/data/") for path in paths}
+        return {path.removeprefix("/mnt/data/") for path in paths} & names
 
     async def files(self, project: str, cid: str, limit: int) -> tuple[list[ContainerFile], bool]:
         """The container's first ``limit`` files, oldest first, and whether there are more."""
@@ -82,9 +84,8 @@ class Cluster:
     async def read_path(self, project: str, cid: str, path: str, limit: int) -> bytes:
         """At most ``limit`` bytes of the container file at ``path``."""
         if node := await self._containers.owner_elsewhere(cid):
-            files, _ = await self._remote.files(node, project, cid)
-            found = next((file for file in files if file.path == path), None)
-            if found is None:
+            found = await self._remote.files_at(node, project, cid, [path])
+            if not found:
                 raise NotFound(f"no file {path} in container {cid}", "path")
-            return await self._remote.read(node, project, cid, found.id, limit)
+            return await self._remote.read(node, project, cid, found[0].id, limit)
         return await self._containers.read_path(project, cid, path, limit)

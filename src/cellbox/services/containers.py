@@ -385,9 +385,13 @@ class Containers:
                 rows.append(row)
         return rows
 
-    async def list_files(self, project: str, cid: str, limit: int, order: Order, after: str | None) -> Page:
+    async def list_files(self, project: str, cid: str, limit: int, order: Order, after: str | None,
+                         paths: list[str] | None = None) -> Page:
+        """A page of the container's files; with ``paths``, of those at these paths only."""
         await self.get(project, cid)
         query = select(ContainerFileRow).where(ContainerFileRow.container_id == cid)
+        if paths:
+            query = query.where(ContainerFileRow.path.in_(paths))
         async with self._db.session() as session:
             return await paginate(session, query, ContainerFileRow, limit, order, after)
 

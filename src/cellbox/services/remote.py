@@ -148,18 +148,27 @@ class Remote:
                                 json=body)
 
     async def files(self, node: tuple[str, str], project: str, cid: str,
-                    limit: int | None = None) -> tuple[list[ContainerFile], bool]:
-        """The container's files, oldest first: all of them, or about the first ``limit``; and whether there
-        are more."""
+                    limit: int) -> tuple[list[ContainerFile], bool]:
+        """About the container's first ``limit`` files, oldest first, and whether there are more."""
         files: list[ContainerFile] = []
-        params: dict[str, str | int] = {"order": "asc", "limit": min(PAGE, limit or PAGE)}
+        params: dict[str, str | int] = {"order": "asc", "limit": min(PAGE, limit)}
         while True:
             data, more, last = await self._call(node, project, "GET", f"/v1/containers/{cid}/files", _page,
                                                 params=params)
             files += data
-            if not more or (limit is not None and len(files) >= limit):
+            if not more or len(files) >= limit:
                 return files, more
             params["after"] = last
+
+    async def files_at(self, node: tuple[str, str], project: str, cid: str, paths: list[str]) -> list[ContainerFile]:
+        """The container's files at these paths: a request per ``PAGE`` of them, however many files it has."""
+        found: list[ContainerFile] = []
+        for start in range(0, len(paths), PAGE):
+            asked = paths[start:start + PAGE]
+            params = [("limit", str(PAGE)), *(("path", path) for path in asked)]
+            data, _, _ = await self._call(node, project, "GET", f"/v1/containers/{cid}/files", _page, params=params)
+            found += [file for file in data if file.path in asked]  # a node from before the filter sends a page
+        return found
 
     async def add_file(self, node: tuple[str, str], project: str, cid: str, fid: str) -> ContainerFile:
         return await self._call(node, project, "POST", f"/v1/containers/{cid}/files", ContainerFile.model_validate,

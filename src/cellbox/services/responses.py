@@ -453,12 +453,13 @@ class Responses:
         if not tool_files and not attached and not images:
             return
         cid = await self._container(run)
-        present = await self._cluster.names(run.project, cid)
+        tool_rows = [await self._files.get(run.project, fid) for fid in dict.fromkeys(tool_files)]
+        wanted = {row.filename for row in tool_rows} | {part["filename"] for part in attached} | set(images.values())
+        present = await self._cluster.present(run.project, cid, wanted)
         names = []
-        for fid in dict.fromkeys(tool_files):
-            row = await self._files.get(run.project, fid)
+        for row in tool_rows:
             if row.filename not in present:
-                await self._cluster.add_file(run.project, cid, fid)
+                await self._cluster.add_file(run.project, cid, row.id)
                 present.add(row.filename)
             names.append(row.filename)
         for part in attached:

@@ -83,3 +83,21 @@ def test_bad_requests(http: httpx.Client, container: str) -> None:
     check_error(http.post(f"/v1/containers/{container}/files", files={"file": ("big", b"x" * (6 << 20))}), 413)
     check_error(http.get(f"/v1/containers/{container}/files/cfile_missing"), 404, "not found")
     check_error(http.get(f"/v1/containers/{container}/files/cfile_missing/content"), 404)
+
+
+def test_a_listing_can_ask_for_the_files_at_given_paths(sdk: openai.OpenAI, http: httpx.Client,
+                                                        container: str) -> None:
+    """Cellbox's extension: ``path`` (repeatable) finds files by path in one request, however many the container
+    has; other paths, and those of other containers, are not found."""
+    run(http, container, "for n in range(150): open(f'f{n}.txt', 'w').write(str(n))")
+    other = sdk.containers.create(name="other").id
+    run(http, other, "open('f7.txt', 'w').write('other')")
+    asked = [("path", "/mnt/data/f149.txt"), ("path", "/mnt/data/f7.txt"), ("path", "/mnt/data/none.txt")]
+    page = http.get(f"/v1/containers/{container}/files", params=asked).json()
+    assert sorted(f["path"] for f in page["data"]) == ["/mnt/data/f149.txt", "/mnt/data/f7.txt"]
+    assert {f["container_id"] for f in page["data"]} == {container}
+    assert page["has_more"] is False
+    assert http.get(f"/v1/containers/{container}/files", params=[*asked[:1], ("limit", "1")]).json()["data"][0][
+        "path"] == "/mnt/data/f149.txt"
+    too_many = [("path", f"/mnt/data/f{n}.txt") for n in range(101)]
+    check_error(http.get(f"/v1/containers/{container}/files", params=too_many), 400, "path")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -28,8 +29,9 @@ from cellbox.config import Settings
 from cellbox.errors import SandboxUnavailable
 from cellbox.schemas.containers import CreateContainer
 from cellbox.services.in_flight import RETRY_AFTER, InFlight
+from cellbox.services.node_pool import NODE_CONNECTIONS
 from cellbox.services.nodes import DRAINING, Nodes
-from cellbox.services.remote import BUSY_RETRY_AFTER, NODE_CONNECTIONS, RELAYED_PER_PROJECT, Remote
+from cellbox.services.remote import BUSY_RETRY_AFTER, RELAYED_PER_PROJECT, Remote
 from cellbox.services.wiring import Services
 from tests.integration.api.server import check_error
 from tests.unit.services.test_nodes import container
@@ -84,6 +86,7 @@ class Node:
         self.left = 0  # executes whose caller went away while they waited
         self.answer: tuple[str, bytes] | None = None
         self.received: list[tuple[dict[bytes, bytes], bytes]] = []  # each request's headers and body, as they came
+        self.queries: list[str] = []  # and its query string
         self._changed = asyncio.Condition()
 
     async def until(self, predicate: Callable[[], bool]) -> None:
@@ -103,6 +106,7 @@ class Node:
             if not message.get("more_body", False):
                 break
         self.received.append((dict(scope["headers"]), body))
+        self.queries.append(scope["query_string"].decode())
         if self.answer is not None:
             await _answer(send, self.answer[0], self.answer[1])
         elif scope["path"].endswith("/execute"):
@@ -316,7 +320,8 @@ CALLS: dict[str, Callable[[Remote, tuple[str, str]], Awaitable[Any]]] = {
     "running": lambda remote, node: remote.running(node, "p", BOX),
     "delete": lambda remote, node: remote.delete(node, "p", BOX),
     "run": lambda remote, node: remote.run(node, "p", BOX, "1", None, False),
-    "files": lambda remote, node: remote.files(node, "p", BOX),
+    "files": lambda remote, node: remote.files(node, "p", BOX, 100),
+    "files_at": lambda remote, node: remote.files_at(node, "p", BOX, ["/mnt/data/a.txt"]),
     "add_file": lambda remote, node: remote.add_file(node, "p", BOX, "file-1"),
     "add_upload": lambda remote, node: remote.add_upload(node, "p", BOX, "a.txt", b"a"),
 }
@@ -332,3 +337,21 @@ async def test_a_2xx_answer_this_server_cannot_read_is_a_503_naming_the_node(clu
     said = f"node {NODE_ID} ({cluster.node_url}) sent an answer this server cannot read"
     assert re.match(re.escape(said), str(raised.value)), raised.value
     assert describe(raised.value)[0] == 503
+
+
+async def test_files_by_path_ask_once_per_hundred_and_keep_only_what_was_asked(cluster: Cluster) -> None:
+    """One request per 100 paths, however many files the container has; a node from before the filter answers with
+    a page of everything, of which only the asked paths count."""
+    def listed(path: str) -> dict[str, Any]:
+        return {"id": f"cfile_{len(path)}", "object": "container.file", "container_id": BOX, "created_at": 1,
+                "bytes": 1, "path": path, "source": "assistant"}
+
+    page = {"object": "list", "data": [listed("/mnt/data/a.txt"), listed("/mnt/data/other.txt")], "first_id": "x",
+            "last_id": "y", "has_more": True}
+    cluster.node.answer = ("application/json", json.dumps(page).encode())
+    asked = [f"/mnt/data/{n}.txt" for n in range(150)] + ["/mnt/data/a.txt"]
+    found = await cluster.remote().files_at((NODE_ID, cluster.node_url), "p", BOX, asked)
+    assert [file.path for file in found] == ["/mnt/data/a.txt"]
+    queries = [parse_qs(query) for query in cluster.node.queries]  # 151 paths: two requests, not a walk of pages
+    assert [(len(q["path"]), q["limit"]) for q in queries] == [(100, ["100"]), (51, ["100"])]
+    assert sorted(q["path"][0] for q in queries) == ["/mnt/data/0.txt", "/mnt/data/100.txt"]

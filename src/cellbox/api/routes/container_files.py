@@ -17,6 +17,7 @@ from cellbox.schemas.containers import ContainerFile, CreateContainerFileById
 from cellbox.services.execution import container_file
 
 router = APIRouter(tags=["container files"])
+MAX_PATHS = 100  # paths one listing may ask for, as many as a page holds
 
 
 @router.post("/containers/{container_id}/files")
@@ -43,8 +44,11 @@ async def create_container_file(container_id: str, request: Request, svc: Svc, p
 async def list_container_files(
     container_id: str, svc: Svc, project: Project, order: Order = "desc", after: After = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    path: Annotated[list[str] | None, Query(max_length=MAX_PATHS, description=(
+        "Cellbox extension: only the files at these paths (`/mnt/data/...`); repeat it for more, up to "
+        f"{MAX_PATHS}."))] = None,
 ) -> ListPage[ContainerFile]:
-    page = await svc.containers.list_files(project, container_id, limit, order, after)
+    page = await svc.containers.list_files(project, container_id, limit, order, after, path)
     data = [container_file(r) for r in page.rows]
     return list_page(data, page.has_more)
 
