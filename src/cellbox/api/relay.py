@@ -12,10 +12,10 @@ down, so no relayed request waits forever.
 Every relayed request holds one of this server's connections to its node while it runs (services/node_pool.py,
 ``NODE_CONNECTIONS`` per node). One that finds its node's all in use is answered 503 with Retry-After after
 ``NODE_POOL_TIMEOUT`` seconds (nothing reached the node: a retry is safe); the other nodes' requests go on. A
-project may have ``RELAYED_PER_PROJECT`` requests relayed at once, a 429 beyond, so one project cannot hold a node's
-connections and starve the others; so the relay learns the caller's project from its key (the owner still
-authenticates and authorises the request itself). A request ends when its client goes away, so a dropped stream
-gives its connection and its slot back at once.
+project may have ``RELAYED_PER_PROJECT`` requests relayed at once, a 429 beyond (a create this server can make
+itself is made here instead), so one project cannot hold a node's connections and starve the others; so the relay
+learns the caller's project from its key (the owner still authenticates and authorises the request itself). A
+request ends when its client goes away, so a dropped stream gives its connection and its slot back at once.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ async def _target(services: Services, scope: Scope) -> _Target | None:
         return None  # never relayed: the owner's HTTP client would resolve it to another path (here it is a 404)
     if scope["path"] == "/v1/containers" and scope["method"] == "POST":
         project = await _authenticated(services, scope)  # placing counts the create on a node: only for a caller
+        if services.relayed.full(project) and services.nodes.takes_more(services.containers.live):
+            return None  # the project's share of relayed requests is in use: made here, which needs none of it
         services.relayed.take(project)  # we know, within its project's share (a refused create claims no room)
         other = None
         try:

@@ -19,12 +19,11 @@ class InFlight:
         a server of the cluster, not a client: its own servers cap their clients, so it is not counted."""
         if project is None:
             return
-        held = self._held.get(project, 0)
-        if held >= self.per_project:
+        if self.full(project):
             raise RateLimited(f"Too many requests in flight: this project already has {self.per_project} requests "
                               "relayed to other nodes through this server; wait for one to end.",
                               retry_after=RETRY_AFTER)
-        self._held[project] = held + 1
+        self._held[project] = self._held.get(project, 0) + 1
 
     def release(self, project: str | None) -> None:
         """Give back a slot ``take`` counted."""
@@ -34,6 +33,10 @@ class InFlight:
             self._held[project] = left
         else:
             del self._held[project]
+
+    def full(self, project: str | None) -> bool:
+        """Whether ``take`` would refuse ``project`` now."""
+        return project is not None and self._held.get(project, 0) >= self.per_project
 
     def held(self, project: str) -> int:
         """How many requests ``project`` has in flight (for tests and diagnostics)."""

@@ -5,6 +5,8 @@ refuses them until it is resumed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +20,9 @@ import httpx
 import openai
 import pytest
 
+from cellbox.services.remote import RELAYED_PER_PROJECT
 from tests.integration.api.server import Server, check_error, client, raw
-from tests.postgres import Postgres
+from tests.postgres import Postgres, node_of_container
 from tests.waiting import until
 
 # Heartbeats every half second, lost after three: the wait for a loss stays short, and bounded by PATIENCE.
@@ -199,3 +202,45 @@ def test_a_node_given_up_while_paused_stops_what_it_no_longer_owns(postgres: Pos
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_project_whose_relay_share_is_in_use_still_makes_containers_here(postgres: Postgres,
+                                                                          tmp_path: Path) -> None:
+    """A project with its share of requests relayed through a node gets a 429 for one more relayed request, but a
+    create that node can make itself is made there: it needs no relayed request."""
+    database = {"CELLBOX_DATABASE_URL": postgres.database()}
+    a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
+               CELLBOX_SANDBOX_ID_COUNT="1000")
+    a.start()
+    b.start()
+
+    async def hold_the_share(box: str) -> tuple[int, str, int]:
+        limits = httpx.Limits(max_connections=None)
+        async with httpx.AsyncClient(base_url=a.url, timeout=120, limits=limits,
+                                     headers={"Authorization": "Bearer key-a"}) as http, \
+                contextlib.AsyncExitStack() as streams:
+            # One execution runs on; the others wait their turn in the container, each holding one relayed slot.
+            for n in range(RELAYED_PER_PROJECT):
+                code = "import time; time.sleep(3600)" if n == 0 else "1"
+                opened = await streams.enter_async_context(http.stream(
+                    "POST", f"/v1/containers/{box}/execute", json={"code": code, "stream": True}))
+                assert opened.status_code == 200, await opened.aread()
+            refused = await http.get(f"/v1/containers/{box}")
+            made = await http.post("/v1/containers", json={"name": "while the share is in use"})
+            return refused.status_code, made.json().get("id", made.text), made.status_code
+
+    try:
+        with client(b) as on_b, raw(a) as http_a:
+            box_b = on_b.containers.create(name="busy on b").id
+            until(lambda: http_a.post(f"/v1/containers/{box_b}/execute", json={"code": "1"}).status_code == 200,
+                  "node a to learn of node b")
+            refused, made, status = asyncio.run(hold_the_share(box_b))
+            assert (refused, status) == (429, 200), made
+            assert node_of_container(database["CELLBOX_DATABASE_URL"], made) == node_of(a)
+            ran = http_a.post(f"/v1/containers/{made}/execute", json={"code": "print(2)"})
+            assert ran.json()["outputs"] == LOGS_2
+    finally:
+        a.stop()
+        b.stop()
