@@ -1,6 +1,7 @@
 """Requests in flight per project, at most so many each: one project cannot hold every connection this server has to
 the other nodes and starve the rest (api/relay.py takes a slot for each request it relays, and gives it back when the
-answer has been sent or the client went away). Only projects with a request in flight are kept."""
+answer has been sent or the client went away; services/remote.py one for each call the Responses loop or MCP makes
+for the project). Only projects with a request in flight are kept."""
 
 from __future__ import annotations
 

@@ -8,15 +8,24 @@ version, a proxy's page) is a SandboxUnavailable, never a hang or a 500."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 import pydantic
 
-from cellbox.errors import CellboxError, Expired, InvalidInput, NotFound, SandboxUnavailable, TooLarge
+from cellbox.errors import (
+    CellboxError,
+    Expired,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    SandboxUnavailable,
+    TooLarge,
+)
 from cellbox.schemas.common import Deleted
 from cellbox.schemas.containers import ContainerFile, CreateContainer, Execution
+from cellbox.services.in_flight import InFlight
 from cellbox.services.node_pool import NODE_CONNECTIONS, NodePool, PoolFull
 from cellbox.services.nodes import NodeLost, Nodes
 
@@ -88,10 +97,11 @@ def _error(node: tuple[str, str], status: int, body: bytes, policy_param: str | 
 
 
 class Remote:
-    def __init__(self, pool: NodePool, nodes: Nodes, token: str) -> None:
+    def __init__(self, pool: NodePool, nodes: Nodes, token: str, in_flight: InFlight) -> None:
         self._pool = pool
         self._nodes = nodes
         self._token = token
+        self._in_flight = in_flight  # shared with the relay: one share per project of this server's requests
 
     def _headers(self, node: tuple[str, str], project: str) -> dict[str, str]:
         if not self._token:
@@ -100,8 +110,14 @@ class Remote:
                                      "server")
         return {k.decode(): v.decode() for k, v in peer_headers(self._token, self._nodes.id, project)}
 
-    async def _guard(self, node: tuple[str, str], work: Awaitable[T]) -> T:
-        """``work`` against ``node``, its failures said as domain errors."""
+    async def _guard(self, node: tuple[str, str], project: str, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` against ``node`` within the project's share of this server's requests to other nodes, as a
+        relayed request is (a 429 beyond it), its failures said as domain errors."""
+        try:
+            self._in_flight.take(project)
+        except RateLimited:
+            work.close()
+            raise
         try:
             return await self._nodes.unless_lost(node[0], work)
         except NodeLost:
@@ -111,6 +127,8 @@ class Remote:
         except aiohttp.ClientError as exc:
             raise SandboxUnavailable(f"node {node[0]} ({node[1]}) did not answer ({type(exc).__name__}); "
                                      "try again") from None
+        finally:
+            self._in_flight.release(project)
 
     async def _call(self, node: tuple[str, str], project: str, method: str, path: str, read: Callable[[Any], T],
                     policy_param: str | None = None, **kwargs: Any) -> T:
@@ -121,7 +139,7 @@ class Remote:
             async with self._pool.request(method, node[1] + path, headers=headers, **kwargs) as response:
                 return _Answer(response.status, response.headers.get("content-type", ""), await response.read())
 
-        answer = await self._guard(node, exchange())
+        answer = await self._guard(node, project, exchange())
         if answer.status >= 400:
             raise _error(node, answer.status, answer.body, policy_param)
         try:
@@ -197,7 +215,7 @@ class Remote:
                         break
                 return bytes(data[:limit])
 
-        return await self._guard(node, read())
+        return await self._guard(node, project, read())
 
 
 def _page(body: Any) -> tuple[list[ContainerFile], bool, str]:

@@ -60,7 +60,7 @@ class Services:
         self.node_pool = NodePool()
         self.relayed = InFlight(RELAYED_PER_PROJECT)
         self.cluster = Cluster(self.containers, self.executions, self.nodes,
-                               Remote(self.node_pool, self.nodes, settings.node_token))
+                               Remote(self.node_pool, self.nodes, settings.node_token, self.relayed))
         self.upstream = Upstream(settings.upstream_base_url, settings.upstream_api_key, settings.aliases,
                                  settings.upstream_timeout, metrics=self.metrics)
         self.metrics.watch(live=lambda: self.containers.live, pool=lambda: self.engine.warm_pool()["ready"])

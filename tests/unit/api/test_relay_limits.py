@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cellbox.api.app import create_app
 from cellbox.api.errors import describe
 from cellbox.config import Settings
-from cellbox.errors import SandboxUnavailable
+from cellbox.errors import RateLimited, SandboxUnavailable
 from cellbox.schemas.containers import CreateContainer
 from cellbox.services.in_flight import RETRY_AFTER, InFlight
 from cellbox.services.node_pool import NODE_CONNECTIONS
@@ -173,7 +173,7 @@ class Cluster:
 
     def remote(self) -> Remote:
         """What the Responses loop and MCP use, on the same pool as the relay."""
-        return Remote(self.services.node_pool, self.services.nodes, TOKEN)
+        return Remote(self.services.node_pool, self.services.nodes, TOKEN, self.slots)
 
 
 @pytest.fixture
@@ -288,6 +288,10 @@ async def test_a_project_relays_only_its_share_and_gets_each_slot_back(cluster: 
         error = check_error(refused, 429, f"this project already has {RELAYED_PER_PROJECT} requests relayed")
         assert (error["code"], refused.headers["retry-after"]) == ("rate_limit_exceeded", str(RETRY_AFTER))
         assert (await http.get(f"/v1/containers/{BOX}", headers=key(2))).json()["status"] == "running"  # not starved
+        # The Responses loop's and MCP's calls for the project count against the same share.
+        with pytest.raises(RateLimited, match=f"already has {RELAYED_PER_PROJECT} requests"):
+            await cluster.remote().running((NODE_ID, cluster.node_url), "project-1", BOX)
+        await cluster.remote().running((NODE_ID, cluster.node_url), "project-2", BOX)
 
         # A create refused for the cap claims no room on the node it would have gone to (this one is draining).
         await cluster.services.nodes.set_state(cluster.services.nodes.id, DRAINING)
