@@ -81,12 +81,12 @@ async def _target(services: Services, scope: Scope) -> _Target | None:
         return None  # never relayed: the owner's HTTP client would resolve it to another path (here it is a 404)
     if scope["path"] == "/v1/containers" and scope["method"] == "POST":
         project = await _authenticated(services, scope)  # placing counts the create on a node: only for a caller
-        if services.relayed.full(project) and services.nodes.takes_more(services.containers.live):
+        if services.relayed.full(project) and services.nodes.takes_more(services.containers.load):
             return None  # the project's share of relayed requests is in use: made here, which needs none of it
         services.relayed.take(project)  # we know, within its project's share (a refused create claims no room)
         other = None
         try:
-            other = await services.nodes.place(services.containers.live)  # none: here (or this node says why not)
+            other = await services.nodes.place(services.containers.load)  # none: here (or this node says why not)
         finally:
             if other is None:
                 services.relayed.release(project)

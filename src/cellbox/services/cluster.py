@@ -27,7 +27,7 @@ class Cluster:
 
     async def create(self, project: str, body: CreateContainer, policy_param: str = "network_policy") -> str:
         """A new container on the node with the most room (this one, unless another has more); its id."""
-        node = await self._nodes.place(self._containers.live)
+        node = await self._nodes.place(self._containers.load)
         if node is not None:
             return await self._remote.create(node, project, body, policy_param)
         return (await self._containers.create(project, body, policy_param)).id

@@ -63,6 +63,7 @@ class Containers:
         self._metrics = metrics or Metrics()
         self._nodes = nodes
         self._creating: set[str] = set()  # sandboxes started whose row is not written yet
+        self._starting = 0  # creates whose sandbox is not started yet
         self._owners: dict[str, str] = {}  # container -> its node, for routing; the first read first out
         self._egress = egress
         self._db = db
@@ -76,6 +77,12 @@ class Containers:
     def live(self) -> int:
         """How many containers this node runs now."""
         return sum(1 for _ in self._engine)
+
+    @property
+    def load(self) -> int:
+        """The containers this node runs, and those it is starting: what it reports and is placed by. A create
+        counted on this node by another server stays counted after the next heartbeat, while its sandbox starts."""
+        return self.live + self._starting
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -137,9 +144,13 @@ class Containers:
         if not self._nodes.accepting:
             raise SandboxUnavailable(f"this node ({self._nodes.id}) is {self._nodes.state}: it takes no new "
                                      "containers (`cellbox node resume` puts it back in service)")
-        sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
-        memory = body.memory_limit or self._default_memory
-        box = await self._start(memory, policy)
+        self._starting += 1
+        try:
+            sources = [await self._files.read(project, fid) for fid in dict.fromkeys(body.file_ids)]
+            memory = body.memory_limit or self._default_memory
+            box = await self._start(memory, policy)
+        finally:
+            self._starting -= 1
         self._creating.add(box.id)
         self._metrics.containers_created.inc()
         created = now()

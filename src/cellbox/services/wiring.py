@@ -106,7 +106,7 @@ class Services:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                await self.nodes.beat(containers=self.containers.live)
+                await self.nodes.beat(containers=self.containers.load)
                 await self.nodes.sweep()
                 if self.settings.runs_containers and (stopped := await self.containers.reconcile()):
                     log.info("stopped %d sandbox(es) that no container of this node owns any more", stopped)

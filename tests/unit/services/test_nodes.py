@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +14,8 @@ from sqlalchemy import select
 from cellbox.config import Settings
 from cellbox.errors import InvalidInput, NotFound, SandboxUnavailable
 from cellbox.ids import now
+from cellbox.schemas.containers import CreateContainer
+from cellbox.services.containers import Containers
 from cellbox.services.history import History
 from cellbox.services.nodes import DOWN, DRAINING, UP, Nodes, node_id_of
 from cellbox.store.db import Database
@@ -192,3 +195,34 @@ async def test_a_sweep_fails_the_lost_servers_responses_and_a_late_finish_keeps_
     await on_b.finish("p", {"id": "resp_b", "created_at": 1, "status": "completed", "output": []}, {})
     assert (await on_b.get("p", "resp_b"))["status"] == "failed"
     assert (await a.sweep(at=now() + 3600)).lost == []  # once
+
+
+class _SlowFiles:
+    """A file store whose reads wait until the test lets them go (or the create is cancelled)."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def read(self, project: str, fid: str) -> Any:
+        self.reading.set()
+        await self.go.wait()
+        raise NotFound(f"no file {fid}")
+
+
+class _Node:
+    runs_containers = accepting = True
+
+
+async def test_a_container_being_made_counts_in_the_nodes_load_until_it_is_made_or_fails() -> None:
+    """What a node reports in its heartbeat includes the creates still starting, so a create another server
+    counted on it is not forgotten at the next beat (and the next create sent to the same node)."""
+    files = _SlowFiles()
+    containers = Containers(None, [], files, _Node(), "1g", 20)  # type: ignore[arg-type]
+    create = asyncio.ensure_future(containers.create("p", CreateContainer(name="x", file_ids=["file-1"])))
+    await files.reading.wait()
+    assert (containers.live, containers.load) == (0, 1)
+    files.go.set()
+    with pytest.raises(NotFound):
+        await create
+    assert containers.load == 0
