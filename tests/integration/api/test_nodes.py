@@ -42,15 +42,25 @@ def node_of(server: Server) -> str:
     return str(httpx.get(server.url + "/health", timeout=30).json()["node"]["id"])
 
 
-def test_a_node_killed_mid_execution_is_lost_and_its_containers_say_so(postgres: Postgres, tmp_path: Path) -> None:
-    database = {"CELLBOX_DATABASE_URL": postgres.database()}
-    # Two servers on one machine need uid ranges of their own (each hands out its range as if alone).
+def two_nodes(database: dict[str, str], tmp_path: Path) -> tuple[Server, Server]:
+    """Two nodes on one catalog, started. Two servers on one machine need uid ranges of their own (each hands out
+    its range as if alone)."""
     a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
                CELLBOX_SANDBOX_ID_COUNT="1000")
     b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
                CELLBOX_SANDBOX_ID_COUNT="1000")
     a.start()
-    b.start()
+    try:
+        b.start()
+    except BaseException:
+        a.stop()
+        raise
+    return a, b
+
+
+def test_a_node_killed_mid_execution_is_lost_and_its_containers_say_so(postgres: Postgres, tmp_path: Path) -> None:
+    database = {"CELLBOX_DATABASE_URL": postgres.database()}
+    a, b = two_nodes(database, tmp_path)
     try:
         node_a, node_b = node_of(a), node_of(b)
         assert node_a != node_b
@@ -179,12 +189,7 @@ def test_a_node_timeout_shorter_than_three_heartbeats_is_refused_at_start(tmp_pa
 
 def test_a_node_given_up_while_paused_stops_what_it_no_longer_owns(postgres: Postgres, tmp_path: Path) -> None:
     database = {"CELLBOX_DATABASE_URL": postgres.database()}
-    a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
-               CELLBOX_SANDBOX_ID_COUNT="1000")
-    b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
-               CELLBOX_SANDBOX_ID_COUNT="1000")
-    a.start()
-    b.start()
+    a, b = two_nodes(database, tmp_path)
     try:
         with client(b) as on_b, raw(b) as http_b:
             box = on_b.containers.create(name="paused with b")
@@ -209,12 +214,7 @@ def test_a_project_whose_relay_share_is_in_use_still_makes_containers_here(postg
     """A project with its share of requests relayed through a node gets a 429 for one more relayed request, but a
     create that node can make itself is made there: it needs no relayed request."""
     database = {"CELLBOX_DATABASE_URL": postgres.database()}
-    a = Server(tmp_path / "a", **FAST, **database, CELLBOX_SANDBOX_UID="400000", CELLBOX_SANDBOX_GID="400000",
-               CELLBOX_SANDBOX_ID_COUNT="1000")
-    b = Server(tmp_path / "b", **FAST, **database, CELLBOX_SANDBOX_UID="500000", CELLBOX_SANDBOX_GID="500000",
-               CELLBOX_SANDBOX_ID_COUNT="1000")
-    a.start()
-    b.start()
+    a, b = two_nodes(database, tmp_path)
 
     async def hold_the_share(box: str) -> tuple[int, str, int]:
         limits = httpx.Limits(max_connections=None)
