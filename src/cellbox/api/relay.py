@@ -139,13 +139,11 @@ async def _relay(services: Services, target: _Target, scope: Scope, receive: Rec
             await error_response(busy((node_id, url)))(scope, receive, send)
             return
         except aiohttp.ClientError:
-            if started:  # the answer was on its way: end what was sent
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not started:  # otherwise the answer was on its way: end what was sent
+                role = "which runs this container" if cid is not None else "chosen to make the container"
+                await error_response(SandboxUnavailable(f"node {node_id} ({url}), {role}, did not answer; try "
+                                                        "again"))(scope, receive, send)
                 return
-            role = "which runs this container" if cid is not None else "chosen to make the container"
-            await error_response(SandboxUnavailable(f"node {node_id} ({url}), {role}, did not answer; try again"))(
-                scope, receive, send)
-            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})  # the node's connection is back
 
     try:
